@@ -1,0 +1,1 @@
+"""The numpycnn command-line front end (installed as ``numpycnn.cli``)."""
