@@ -1,0 +1,147 @@
+"""Vectorised convolution and pooling kernels.
+
+The kernels work on channels-last arrays, (N, H, W, C), C-contiguous. In that layout a
+receptive field of a KH x KW kernel is KH runs of KW*C contiguous numbers, so gathering all of
+them (im2col) is a fast copy and the convolution becomes one matrix product. The layers in
+``layers.py`` present the usual NCHW shapes to the outside and keep channels-last memory
+behind them (see ``to_nhwc``), so no transposes are paid between layers.
+
+Shapes, as named in the papers: N batch, C input channels, F filters (output channels),
+H x W input, KH x KW kernel, OH x OW output, ``stride`` and zero ``padding``.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def output_size(size, kernel, stride=1, padding=0):
+    """Length of one output side: floor((size + 2*padding - kernel) / stride) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def to_nhwc(x):
+    """The channels-last (N, H, W, C) contiguous array behind an NCHW-shaped array.
+
+    Free (a view) when ``x`` is itself an NCHW view of channels-last memory, as every
+    conv and pool layer returns; a copy otherwise.
+    """
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def to_nchw(x):
+    """NCHW-shaped view of a channels-last array (no copy)."""
+    return x.transpose(0, 3, 1, 2)
+
+
+def pad_hw(x, padding):
+    """Zero-pad the two spatial axes of an (N, H, W, C) array."""
+    if padding == 0:
+        return x
+    p = padding
+    return np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+
+
+def windows(x, kh, kw, stride):
+    """View (N, OH, OW, KH, KW, C) of every receptive field of ``x`` (N, H, W, C); no copy."""
+    v = sliding_window_view(x, (kh, kw), axis=(1, 2))  # (N, H-KH+1, W-KW+1, C, KH, KW)
+    return v[:, ::stride, ::stride].transpose(0, 1, 2, 4, 5, 3)
+
+
+def im2col(x, kh, kw, stride):
+    """Receptive fields as rows: (N*OH*OW, KH*KW*C), columns in (kh, kw, c) order."""
+    v = windows(x, kh, kw, stride)
+    n, oh, ow = v.shape[:3]
+    return v.reshape(n * oh * ow, kh * kw * x.shape[3])
+
+
+def conv2d_forward(x, weight, bias, stride=1, padding=0):
+    """Cross-correlation of ``x`` (N, H, W, C) with ``weight`` (F, C, KH, KW), plus ``bias`` (F,).
+
+    out[n, i, j, f] = bias[f] + sum_{c,u,v} x_pad[n, i*stride+u, j*stride+v, c] * weight[f, c, u, v]
+
+    Returns the output (N, OH, OW, F) and the im2col matrix that backward needs.
+    """
+    f, c, kh, kw = weight.shape
+    xp = pad_hw(x, padding)
+    n, hp, wp, _ = xp.shape
+    oh, ow = output_size(hp, kh, stride), output_size(wp, kw, stride)
+    cols = im2col(xp, kh, kw, stride)
+    wmat = weight.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)  # columns in cols' order
+    # (F, K) @ (K, M) is about twice as fast as (M, K) @ (K, F) for these skinny shapes.
+    out_t = wmat @ cols.T
+    out_t += bias[:, None]
+    out = np.ascontiguousarray(out_t.T).reshape(n, oh, ow, f)
+    return out, cols
+
+
+def conv2d_backward(grad, cols, weight, x_shape, stride=1, padding=0, need_dx=True):
+    """Gradients of the cross-correlation.
+
+    grad: dL/dout (N, OH, OW, F); cols: forward's im2col; x_shape: the unpadded (N, H, W, C).
+    dL/dweight = grad^T @ cols (reshaped), dL/dbias = sum of grad over N, OH, OW, and
+    dL/dx_pad[n, i*stride+u, j*stride+v, :] += grad[n, i, j, :] @ weight[:, :, u, v]
+    for every kernel offset (u, v): each offset is one small product and one strided add.
+    Returns (dx or None, dweight, dbias).
+    """
+    f, c, kh, kw = weight.shape
+    n, oh, ow, _ = grad.shape
+    g = grad.reshape(n * oh * ow, f)
+    dweight = (g.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
+    # A product with a ones vector sums the rows far faster than g.sum(axis=0).
+    dbias = np.ones(g.shape[0], dtype=g.dtype) @ g
+    if not need_dx:
+        return None, dweight, dbias
+    _, h, w, _ = x_shape
+    dxp = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=grad.dtype)
+    w_offsets = np.ascontiguousarray(weight.transpose(2, 3, 0, 1))  # (KH, KW, F, C)
+    buf = np.empty((n * oh * ow, c), dtype=grad.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            np.matmul(g, w_offsets[u, v], out=buf)
+            dxp[:, u : u + stride * oh : stride, v : v + stride * ow : stride] += buf.reshape(
+                n, oh, ow, c
+            )
+    if padding:
+        dxp = dxp[:, padding:-padding, padding:-padding]
+    return dxp, dweight, dbias
+
+
+def maxpool_forward(x, size, stride):
+    """Max over each size x size window of ``x`` (N, H, W, C).
+
+    Returns the output (N, OH, OW, C) and, per output, the index of the first maximum of its
+    window in row-major order: ties (frequent after ReLU) go to the first, as in the reference.
+    """
+    v = windows(x, size, size, stride)
+    n, oh, ow = v.shape[:3]
+    flat = v.reshape(n, oh, ow, size * size, x.shape[3])
+    arg = flat.argmax(axis=3)  # argmax returns the first occurrence of the maximum
+    out = np.take_along_axis(flat, arg[:, :, :, None], axis=3)[:, :, :, 0]
+    return out, arg
+
+
+def maxpool_backward(grad, arg, x_shape, size, stride):
+    """Route each window's gradient to the one input that was its (first) maximum."""
+    n, oh, ow, c = grad.shape
+    dx = np.zeros(x_shape, dtype=grad.dtype)
+    for k in range(size * size):
+        u, v = divmod(k, size)
+        # Overlapping windows (stride < size) may route to the same input: hence +=.
+        dx[:, u : u + stride * oh : stride, v : v + stride * ow : stride] += grad * (arg == k)
+    return dx
+
+
+def avgpool_forward(x, size, stride):
+    """Mean over each size x size window of ``x`` (N, H, W, C)."""
+    return windows(x, size, size, stride).mean(axis=(3, 4))
+
+
+def avgpool_backward(grad, x_shape, size, stride):
+    """Each input of a window receives grad / (size*size) from that window."""
+    n, oh, ow, c = grad.shape
+    dx = np.zeros(x_shape, dtype=grad.dtype)
+    share = grad / (size * size)
+    for u in range(size):
+        for v in range(size):
+            dx[:, u : u + stride * oh : stride, v : v + stride * ow : stride] += share
+    return dx

@@ -1,0 +1,227 @@
+"""The sequential model: layers built from plain specs, parameters in one flat buffer.
+
+A spec is a dict such as ``{"type": "conv2d", "filters": 8, "kernel": 5}``; the config
+file's network section is a list of them. The model allocates every parameter (and its
+gradient) as a view into one flat array, weights first and then biases, each in layer
+order, which for the reference network is the reference's order
+``[f1, f2, w3, w4, b1, b2, b3, b4]``; optimisers update that flat array in one go.
+"""
+
+import math
+
+import numpy as np
+
+from . import init as initialisers
+from . import losses
+from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+
+LAYERS = {
+    cls.kind: cls
+    for cls in (
+        Conv2D,
+        MaxPool2D,
+        AvgPool2D,
+        Flatten,
+        Dense,
+        ReLU,
+        LeakyReLU,
+        Sigmoid,
+        Tanh,
+        Softmax,
+    )
+}
+ALIASES = {"conv": "conv2d", "maxpool": "maxpool2d", "avgpool": "avgpool2d", "fc": "dense"}
+
+#: Escontrela's network (SPEC.md): conv-conv-maxpool-dense128-dense10, 105,634 parameters.
+REFERENCE_LAYERS = (
+    {"type": "conv2d", "filters": 8, "kernel": 5},
+    {"type": "relu"},
+    {"type": "conv2d", "filters": 8, "kernel": 5},
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2, "stride": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 128},
+    {"type": "relu"},
+    {"type": "dense", "units": 10},
+)
+MNIST_SHAPE = (1, 28, 28)
+DTYPES = ("float32", "float64")
+
+
+def build_layer(spec):
+    """A layer from its spec dict; ValueError naming the type or key at fault."""
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(f"a layer spec must be a mapping with a 'type' key, got {spec!r}")
+    kind = ALIASES.get(spec["type"], spec["type"])
+    if kind not in LAYERS:
+        known = ", ".join(sorted(LAYERS))
+        raise ValueError(f"unknown layer type {spec['type']!r} (known: {known})")
+    kwargs = {k: v for k, v in spec.items() if k != "type"}
+    try:
+        return LAYERS[kind](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"layer {kind!r}: {exc}") from None
+
+
+class Sequential:
+    """Layers applied in order, a loss on the last output, parameters in flat buffers.
+
+    ``layers``: Layer objects or spec dicts; ``loss``: a loss name (see ``losses``);
+    ``input_shape``: one sample's (C, H, W); ``init``: the default initialiser for layers
+    that name none; ``dtype``: float32 (default) or float64; ``seed``: initialisation seed.
+    """
+
+    def __init__(
+        self,
+        layers,
+        loss="softmax_cross_entropy",
+        input_shape=MNIST_SHAPE,
+        init="reference",
+        dtype="float32",
+        seed=0,
+    ):
+        if str(np.dtype(dtype)) not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.dtype = np.dtype(dtype)
+        self.layers = [build_layer(s) if isinstance(s, dict) else s for s in layers]
+        if not self.layers:
+            raise ValueError("a network needs at least one layer")
+        self.loss = losses.get(loss) if isinstance(loss, str) else loss
+        self.input_shape = tuple(input_shape)
+        self.init = init
+        initialisers.get(init)
+        self._allocate()
+        self.layers[0].needs_input_grad = False  # nothing upstream wants dL/dinput
+        self.initialise(seed)
+
+    def _allocate(self):
+        shape, entries = self.input_shape, []
+        self.shapes = []
+        for layer in self.layers:
+            for name, pshape in layer.param_shapes(shape).items():
+                entries.append((layer, name, pshape))
+            shape = layer.output_shape(shape)
+            self.shapes.append(shape)
+        self.output_shape = shape
+        # Weights first, then biases: the reference's order for its network.
+        ordered = [e for e in entries if e[1] == "weight"] + [
+            e for e in entries if e[1] != "weight"
+        ]
+        total = sum(math.prod(s) for _, _, s in ordered)
+        self.flat_params = np.zeros(total, dtype=self.dtype)
+        self.flat_grads = np.zeros(total, dtype=self.dtype)
+        parametrised = [layer for layer, name, _ in entries if name == "weight"]
+        self.params, self.grads, self.param_names = [], [], []
+        offset = 0
+        for layer, name, pshape in ordered:
+            size = math.prod(pshape)
+            layer.params[name] = self.flat_params[offset : offset + size].reshape(pshape)
+            layer.grads[name] = self.flat_grads[offset : offset + size].reshape(pshape)
+            offset += size
+            self.params.append(layer.params[name])
+            self.grads.append(layer.grads[name])
+            k = parametrised.index(layer) + 1
+            letter = "b" if name == "bias" else ("f" if layer.kind == "conv2d" else "w")
+            self.param_names.append(f"{letter}{k}")
+        self._param_layers = [layer for layer, _, _ in ordered]
+
+    def initialise(self, seed=0):
+        """Draw every weight with its layer's initialiser (or the model's); zero the biases."""
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            if "weight" in layer.params:
+                draw = initialisers.get(getattr(layer, "init", None) or self.init)
+                w = layer.params["weight"]
+                w[...] = draw(w.shape, rng)
+                layer.params["bias"][...] = 0
+
+    # ----- running the network -----
+
+    def _as_input(self, x):
+        x = np.asarray(x, dtype=self.dtype)
+        if x.shape[1:] != self.input_shape:
+            if x.ndim == len(self.input_shape) and self.input_shape[0] == 1:
+                x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
+            if x.shape[1:] != self.input_shape:
+                raise ValueError(
+                    f"input of shape {x.shape} does not match the network's "
+                    f"(N, {', '.join(map(str, self.input_shape))})"
+                )
+        return x
+
+    def forward(self, x):
+        """The last layer's output for a batch ``x`` (N, C, H, W), keeping backward's caches."""
+        out = self._as_input(x)
+        for layer in self.layers:
+            out = layer.forward(out)
+        return out
+
+    def backward(self):
+        """Fill ``flat_grads`` from the loss computed by the last ``loss_on`` call."""
+        g = self.loss.backward()
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+        return g
+
+    def loss_on(self, x, labels):
+        """Forward pass and loss; returns (mean loss, last output)."""
+        out = self.forward(x)
+        return self.loss.forward(out, np.asarray(labels)), out
+
+    def train_step(self, x, labels, optimizer):
+        """One step of ``optimizer`` on the batch; returns (mean loss, correct predictions)."""
+        loss, out = self.loss_on(x, labels)
+        self.backward()
+        optimizer.step(self.flat_params, self.flat_grads)
+        return loss, int((out.argmax(axis=1) == labels).sum())
+
+    def predict_proba(self, x, batch_size=500):
+        """Class scores (probabilities for softmax and sigmoid outputs) in batches."""
+        x = np.asarray(x)
+        parts = [
+            self.loss.probabilities(self.forward(x[i : i + batch_size]))
+            for i in range(0, x.shape[0], batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0,) + self.output_shape)
+
+    def predict(self, x, batch_size=500):
+        return self.predict_proba(x, batch_size).argmax(axis=1)
+
+    # ----- parameters -----
+
+    @property
+    def num_params(self):
+        return self.flat_params.size
+
+    def get_params(self):
+        """Copies of the parameters, in order (the reference's for its network)."""
+        return [p.copy() for p in self.params]
+
+    def set_params(self, params):
+        """Load parameters in ``param_names`` order; ValueError on a count or shape mismatch."""
+        params = list(params)
+        if len(params) != len(self.params):
+            raise ValueError(f"expected {len(self.params)} parameter arrays, got {len(params)}")
+        for name, dst, src in zip(self.param_names, self.params, params):
+            src = np.asarray(src)
+            if src.shape != dst.shape:
+                raise ValueError(f"parameter {name}: expected shape {dst.shape}, got {src.shape}")
+            dst[...] = src
+
+    def specs(self):
+        """The layer specs that rebuild this network."""
+        return [layer.spec() for layer in self.layers]
+
+    def summary(self):
+        """Rows (layer, output shape, parameter count) for display."""
+        rows = []
+        for layer, shape in zip(self.layers, self.shapes):
+            count = sum(p.size for p in layer.params.values())
+            rows.append((repr(layer), shape, count))
+        return rows
+
+
+def reference_network(dtype="float32", seed=0, init="reference"):
+    """The reference network of SPEC.md, freshly initialised."""
+    return Sequential(REFERENCE_LAYERS, init=init, dtype=dtype, seed=seed)
