@@ -1,11 +1,31 @@
 """The ``numpycnn`` command group; each subcommand lives in a module of its own."""
 
+import importlib
+
 import click
 
 from numpycnn import __version__
 
+# name -> "module:attribute" of each subcommand, one module per command. They are imported
+# only when used, so that `numpycnn --help` stays fast and one command's imports (Pillow,
+# matplotlib) never slow another down.
+COMMANDS = {}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module the first time it is needed."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="numpycnn")
 def main():
     """Train, evaluate and use a NumPy convolutional network on MNIST.
