@@ -9,7 +9,9 @@ from numpycnn import __version__
 # name -> "module:attribute" of each subcommand, one module per command. They are imported
 # only when used, so that `numpycnn --help` stays fast and one command's imports (Pillow,
 # matplotlib) never slow another down.
-COMMANDS = {}
+COMMANDS = {
+    # "name": "numpycnn.cli.<module>:<command function>",
+}
 
 
 class LazyGroup(click.Group):
