@@ -48,10 +48,19 @@ def windows(x, kh, kw, stride):
 
 
 def im2col(x, kh, kw, stride):
-    """Receptive fields as rows: (N*OH*OW, KH*KW*C), columns in (kh, kw, c) order."""
+    """Receptive fields as rows: (N*OH*OW, KH*KW*C), columns in (kh, kw, c) order.
+
+    With several channels each row gathers KH contiguous runs of KW*C numbers. With one
+    channel those runs would be only KW long, so the matrix is then gathered transposed,
+    along output rows, and returned as a transposed view: the same (M, K) array to its
+    users, who only multiply with it.
+    """
     v = windows(x, kh, kw, stride)
     n, oh, ow = v.shape[:3]
-    return v.reshape(n * oh * ow, kh * kw * x.shape[3])
+    c = x.shape[3]
+    if c == 1:
+        return v.transpose(3, 4, 5, 0, 1, 2).reshape(kh * kw, n * oh * ow).T
+    return v.reshape(n * oh * ow, kh * kw * c)
 
 
 def conv2d_forward(x, weight, bias, stride=1, padding=0):
@@ -109,25 +118,33 @@ def conv2d_backward(grad, cols, weight, x_shape, stride=1, padding=0, need_dx=Tr
 def maxpool_forward(x, size, stride):
     """Max over each size x size window of ``x`` (N, H, W, C).
 
-    Returns the output (N, OH, OW, C) and, per output, the index of the first maximum of its
-    window in row-major order: ties (frequent after ReLU) go to the first, as in the reference.
+    Returns the output (N, OH, OW, C) and, for each window offset in row-major order, a
+    mask of the outputs whose first maximum sits at that offset: ties (frequent after
+    ReLU) go to the first, as in the reference. A few elementwise passes over strided
+    views, cheaper than gathering the windows and taking an argmax.
     """
     v = windows(x, size, size, stride)
-    n, oh, ow = v.shape[:3]
-    flat = v.reshape(n, oh, ow, size * size, x.shape[3])
-    arg = flat.argmax(axis=3)  # argmax returns the first occurrence of the maximum
-    out = np.take_along_axis(flat, arg[:, :, :, None], axis=3)[:, :, :, 0]
-    return out, arg
+    offsets = [v[:, :, :, u, w] for u in range(size) for w in range(size)]
+    out = offsets[0].copy()
+    for view in offsets[1:]:
+        np.maximum(out, view, out=out)
+    taken = np.zeros(out.shape, dtype=bool)
+    masks = []
+    for view in offsets:
+        first = (view == out) & ~taken
+        taken |= first
+        masks.append(first)
+    return out, masks
 
 
-def maxpool_backward(grad, arg, x_shape, size, stride):
+def maxpool_backward(grad, masks, x_shape, size, stride):
     """Route each window's gradient to the one input that was its (first) maximum."""
     n, oh, ow, c = grad.shape
     dx = np.zeros(x_shape, dtype=grad.dtype)
-    for k in range(size * size):
+    for k, first in enumerate(masks):
         u, v = divmod(k, size)
         # Overlapping windows (stride < size) may route to the same input: hence +=.
-        dx[:, u : u + stride * oh : stride, v : v + stride * ow : stride] += grad * (arg == k)
+        dx[:, u : u + stride * oh : stride, v : v + stride * ow : stride] += grad * first
     return dx
 
 

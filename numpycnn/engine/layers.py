@@ -151,16 +151,16 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x):
         xh = to_nhwc(x)
-        out, self._arg = kernels.maxpool_forward(xh, self.size, self.stride)
+        out, self._masks = kernels.maxpool_forward(xh, self.size, self.stride)
         self._x_shape = xh.shape
         return to_nchw(out)
 
     def switches(self):
-        return (self._arg,)
+        return tuple(self._masks)
 
     def backward(self, grad):
         dx = kernels.maxpool_backward(
-            to_nhwc(grad), self._arg, self._x_shape, self.size, self.stride
+            to_nhwc(grad), self._masks, self._x_shape, self.size, self.stride
         )
         return to_nchw(dx)
 
