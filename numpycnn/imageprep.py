@@ -1,0 +1,193 @@
+"""Turn a user's own picture of a digit into a 28x28 MNIST-like image.
+
+The networks here only ever saw MNIST, so a digit photographed or drawn by a user must be
+brought into MNIST's form before it is classified: one light digit on a black field, grey
+levels 0-255, the digit scaled to fit a 20x20 box (keeping its aspect ratio, anti-aliased)
+and placed in the 28x28 field so that its centre of mass sits at the field's centre, as
+LeCun, Cortes and Burges made the database. The steps, in order:
+
+1. Open the file (PNG, JPEG or BMP; any size or mode) and apply its EXIF orientation.
+2. Flatten to one grey channel. Transparency counts as background (see ``_composite``);
+   16-bit grey is scaled to 0-255 rather than clipped.
+3. Polarity: the background level is the median of the outermost ring of pixels; the ink
+   is whichever side (darker or lighter) departs further from it. Dark ink is inverted so
+   that the digit is light on dark. For the usual white paper or black screen this is
+   "invert when the border is light"; it also copes with grey or coloured paper.
+4. Levels: the background level becomes 0 and the brightest ink 1, so faint pencil, a
+   grey page or a 16-bit scan all reach MNIST's full range. Too little contrast (fewer than
+   ``MIN_CONTRAST`` grey levels) means there is no digit: ``ImageError``.
+5. Crop to the bounding box of the pixels above ``INK_THRESHOLD``; scale it to fit 20x20
+   with Lanczos resampling; shift it so that its centre of mass lands on ``CENTRE``.
+
+The library never prints; every failure is an ``ImageError`` naming the file and reason.
+"""
+
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["BOX", "CENTRE", "FORMATS", "SIZE", "ImageError", "load_digit", "prepare_digit"]
+
+#: Formats ``load_digit`` accepts (Pillow's format names).
+FORMATS = ("PNG", "JPEG", "BMP")
+#: Side of the output image and of the box the digit is scaled to fit, as in MNIST.
+SIZE, BOX = 28, 20
+#: Where the centre of mass goes, in pixel-index coordinates (row, column both). Measured on
+#: the 10,000 MNIST test digits: mean centre of mass (13.99, 14.01), standard deviation 0.29,
+#: so LeCun's "centre of the field" is index 14, not the geometric 13.5.
+CENTRE = 14.0
+#: Fraction of the brightest ink above which a pixel counts for the bounding box: low
+#: enough to keep anti-aliased edges, high enough to ignore JPEG ringing and paper grain.
+INK_THRESHOLD = 0.1
+#: Least difference, in grey levels out of 255, between ink and background for a digit.
+MIN_CONTRAST = 16
+#: Resampling filter for the scaling to the 20x20 box (antialiased when shrinking).
+RESAMPLE = Image.Resampling.LANCZOS
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+class ImageError(ValueError):
+    """A digit image that cannot be read or holds no digit; the message names the file."""
+
+
+def load_digit(path):
+    """The digit in the PNG, JPEG or BMP file at ``path`` as a (28, 28) uint8 MNIST image.
+
+    Light digit on black, 0-255, fitted to 20x20 and centred on its centre of mass.
+    Raises ``ImageError`` when the file is missing, unreadable, not an image in one of
+    ``FORMATS``, corrupted or truncated, or shows no ink.
+    """
+    name = os.fspath(path)
+    try:
+        with Image.open(path) as image:
+            if image.format not in FORMATS:
+                raise ImageError(
+                    f"{name}: unsupported image format {image.format} "
+                    f"(use {', '.join(FORMATS[:-1])} or {FORMATS[-1]})"
+                )
+            image.load()  # decode now: truncated or corrupted data fails here, not later
+            return _prepare(image, name)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (or a format Pillow cannot read)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: image too large ({exc})") from None
+    except (OSError, SyntaxError, EOFError) as exc:
+        # Pillow reports damaged data as OSError ("image file is truncated"), SyntaxError
+        # ("broken PNG file") or EOFError, depending on the format and where it breaks.
+        raise ImageError(f"{name}: corrupted or truncated image ({exc})") from None
+
+
+def prepare_digit(image):
+    """The digit in an already-open PIL image as a (28, 28) uint8 MNIST image.
+
+    The same processing as ``load_digit``, for images held in memory; raises
+    ``ImageError`` (naming ``image.filename`` when it has one) if it holds no digit.
+    """
+    return _prepare(image, getattr(image, "filename", "") or "<image>")
+
+
+def _prepare(image, name):
+    if image.width == 0 or image.height == 0:
+        raise ImageError(f"{name}: empty image ({image.width}x{image.height} pixels)")
+    image = ImageOps.exif_transpose(image)  # phone photos store rotation in EXIF
+    ink = _ink(_gray(image, name), name)
+    rows, cols = np.nonzero(ink > INK_THRESHOLD)
+    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    return _centre(_fit(crop))
+
+
+def _gray(image, name):
+    """One float32 grey channel, 0-255, with any transparency composited away."""
+    if image.mode in _SIXTEEN_BIT:
+        return np.asarray(image, dtype=np.float32) / 257  # 65535 -> 255
+    if image.mode in ("I", "F"):
+        # 32-bit modes carry no bit depth: values beyond 255 are taken as 16-bit data.
+        gray = np.asarray(image, dtype=np.float32)
+        return np.clip(gray / 257 if gray.max() > 255 else gray, 0, 255)
+    try:
+        if image.has_transparency_data:
+            image = _composite(image.convert("RGBA"))
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    except ValueError as exc:  # modes without a conversion to RGB, such as LAB
+        raise ImageError(f"{name}: unsupported image mode {image.mode} ({exc})") from None
+
+
+def _composite(rgba):
+    """``rgba`` flattened onto a backdrop so that transparent pixels read as background.
+
+    When the border is mostly transparent, the transparent canvas is the background and the
+    opaque pixels are the digit, whatever their colour: the backdrop is white under a dark
+    digit and black under a light one, so the digit stays visible. When the border is
+    opaque, the background is the border's colour and transparent holes take that colour.
+    """
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+    if alpha.min() == 255:
+        return rgba.convert("RGB")
+    lum = np.asarray(rgba.convert("L"), dtype=np.float32)  # ignores alpha
+    if np.median(_border(alpha)) < 128:
+        opaque = alpha.sum()
+        dark_ink = opaque > 0 and (lum * alpha).sum() / opaque < 128  # alpha-weighted mean
+        level = 255 if dark_ink else 0
+    else:
+        level = int(np.median(_border(lum)[_border(alpha) >= 128]))
+    backdrop = Image.new("RGBA", rgba.size, (level, level, level, 255))
+    return Image.alpha_composite(backdrop, rgba).convert("RGB")
+
+
+def _border(a):
+    """The outermost ring of pixels of a 2-D array, flattened."""
+    if min(a.shape) <= 2:
+        return a.ravel()
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+
+
+def _ink(gray, name):
+    """Ink strength in [0, 1]: light-on-dark, background 0, brightest ink 1."""
+    background = float(np.median(_border(gray)))
+    if background - gray.min() > gray.max() - background:
+        # The ink departs further below the background than above it: dark ink, invert.
+        gray, background = 255 - gray, 255 - background
+    ink = np.clip(gray - background, 0, None)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise ImageError(
+            f"{name}: no ink found (blank image: contrast {peak:.0f} of 255 grey levels)"
+        )
+    return ink / peak
+
+
+def _fit(crop):
+    """``crop`` scaled to fit the BOX x BOX square, aspect ratio kept, peak back to 1."""
+    h, w = crop.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    scaled = Image.fromarray(crop.astype(np.float32)).resize(size, RESAMPLE)
+    # Lanczos over- and undershoots near edges; strokes thinner than a pixel after a large
+    # reduction come out grey, so the brightest ink is set back to full strength.
+    digit = np.clip(np.asarray(scaled), 0, None)
+    return digit / digit.max() if digit.max() > 0 else digit
+
+
+def _centre(digit):
+    """``digit`` pasted in the SIZE x SIZE field with its centre of mass at CENTRE.
+
+    Integer shifts keep the resampled pixels as they are; the shift is clipped so that the
+    whole digit stays inside the field.
+    """
+    h, w = digit.shape
+    total = digit.sum()
+    com_row = (digit.sum(axis=1) * np.arange(h)).sum() / total
+    com_col = (digit.sum(axis=0) * np.arange(w)).sum() / total
+    top = int(np.clip(np.rint(CENTRE - com_row), 0, SIZE - h))
+    left = int(np.clip(np.rint(CENTRE - com_col), 0, SIZE - w))
+    field = np.zeros((SIZE, SIZE), dtype=np.float32)
+    field[top : top + h, left : left + w] = digit
+    return np.rint(np.clip(field, 0, 1) * 255).astype(np.uint8)
