@@ -69,6 +69,12 @@ class Trainer:
         ``on_epoch(trainer, stats)`` every epoch. Returns True when training finished.
         Raises Diverged, leaving the parameters as they were before the bad batch.
         """
+        # Overflow on the way to a NaN loss is reported by the finiteness check below, as
+        # one clear error, rather than by NumPy warnings.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run(on_batch, on_epoch, should_stop)
+
+    def _run(self, on_batch, on_epoch, should_stop):
         model, bs = self.model, self.batch_size
         while not self.finished:
             if self.order is None:
