@@ -1,0 +1,511 @@
+"""Configuration: YAML or INI files with one schema, read once into frozen dataclasses.
+
+A config has four sections, each optional (every omitted key takes its default):
+
+- ``network``: a list of layer specs for the engine, e.g. ``{type: conv2d, filters: 8, kernel:
+  5}``; the reference network by default.
+- ``data``: data_dir, mirrors, limit, validation, normalization.
+- ``training``: epochs, batch_size, loss, init, dtype, seed and ``optimizer``, a mapping with
+  ``name`` and that optimiser's hyperparameters.
+- ``output``: params, checkpoint_dir.
+
+In INI files the sections are ``[data]``, ``[training]``, ``[optimizer]`` and ``[output]``, and
+the network is the numbered sections ``[layer.1]``, ``[layer.2]``, ...; values are read as
+integers, floats or null/none where they parse so, and ``mirrors`` is a comma-separated list.
+
+Everything is checked here, so that the rest of the program takes plain, valid values; every
+problem is a ``ConfigError`` whose one-line message starts with the file name and names the
+key at fault.
+"""
+
+import configparser
+import dataclasses
+import difflib
+import inspect
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .engine import init as initialisers
+from .engine import losses, optim
+from .engine.model import (
+    ALIASES,
+    DTYPES,
+    LAYERS,
+    MNIST_SHAPE,
+    REFERENCE_LAYERS,
+    Sequential,
+    build_layer,
+)
+
+NORMALIZATIONS = ("reference", "standard", "unit")
+MNIST_TRAIN_IMAGES = 60_000
+MNIST_CLASSES = 10
+SECTIONS = ("network", "data", "training", "output")
+EXTENSIONS = (".yaml", ".yml", ".ini")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be read or does not fit the schema."""
+
+
+class _Problem(Exception):
+    """A problem found while checking; ``ConfigError`` adds the file name in one place."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where MNIST comes from and how much of it to use.
+
+    ``limit``: train on the first N training images (None: all not held out);
+    ``validation``: validate on the next N, never trained on (so limit + validation may not
+    exceed 60,000); ``mirrors``: download URLs (empty: the loader's defaults).
+    """
+
+    data_dir: str = "data"
+    mirrors: tuple[str, ...] = ()
+    limit: int | None = None
+    validation: int = 0
+    normalization: str = "standard"
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """An optimiser name and every hyperparameter its constructor takes, defaults filled in."""
+
+    name: str = "adam"
+    hyperparameters: dict = field(default_factory=lambda: optim.Adam().hyperparameters())
+
+    def to_dict(self):
+        return {"name": self.name, **self.hyperparameters}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How to train: the loss, initialiser, dtype, seed, and the optimiser with its settings."""
+
+    epochs: int = 4
+    batch_size: int = 32
+    loss: str = "softmax_cross_entropy"
+    init: str = "he_normal"
+    dtype: str = "float32"
+    seed: int = 0
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the trained model file and the training checkpoints go."""
+
+    params: str = "params.pkl"
+    checkpoint_dir: str = "checkpoints"
+
+
+def _reference_specs():
+    return tuple(build_layer(spec).spec() for spec in REFERENCE_LAYERS)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated configuration. Make one with ``load_config`` or ``from_dict``.
+
+    ``network`` holds each layer's full spec (aliases resolved, defaults written out), so
+    equal networks compare equal however they were written.
+    """
+
+    network: tuple[dict, ...] = field(default_factory=_reference_specs)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self):
+        """Plain data in the file schema (for model files, checkpoints or a YAML dump)."""
+        return {
+            "network": [dict(spec) for spec in self.network],
+            "data": {**dataclasses.asdict(self.data), "mirrors": list(self.data.mirrors)},
+            "training": {
+                **dataclasses.asdict(self.training),
+                "optimizer": self.training.optimizer.to_dict(),
+            },
+            "output": dataclasses.asdict(self.output),
+        }
+
+    @classmethod
+    def from_dict(cls, data, source="config"):
+        """A validated Config from plain data in the file schema; ``source`` names it in errors."""
+        return _parse(data, source)
+
+    def with_overrides(
+        self,
+        epochs=None,
+        batch_size=None,
+        lr=None,
+        seed=None,
+        limit=None,
+        params=None,
+        data_dir=None,
+        mirrors=None,
+    ):
+        """A new validated Config with the given values (None keeps the current one)."""
+        raw = self.to_dict()
+        overrides = {
+            "training": {"epochs": epochs, "batch_size": batch_size, "seed": seed},
+            "data": {"limit": limit, "data_dir": data_dir, "mirrors": mirrors},
+            "output": {"params": params},
+        }
+        for section, values in overrides.items():
+            raw[section].update(_given(values))
+        raw["training"]["optimizer"].update(_given({"lr": lr}))
+        return _parse(raw, "overrides")
+
+
+def _given(values):
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def load_config(path):
+    """The Config in a .yaml, .yml or .ini file."""
+    source = os.fspath(path)
+    suffix = Path(source).suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise ConfigError(
+            f"{source}: unknown config format {suffix or '(no extension)'!r} "
+            f"(expected {', '.join(EXTENSIONS)})"
+        )
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    ini = suffix == ".ini"
+    try:
+        raw = _read_ini(text, source) if ini else _read_yaml(text)
+    except _Problem as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return _parse(raw, source, ini)
+
+
+# ----- reading files -----
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML that reads ``1e-7`` as a float (as YAML 1.2 does) and refuses duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _read_yaml(text):
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        problem = " ".join(f"{exc.problem or ''} {exc.context or ''}".split())
+        raise _Problem(f"line {mark.line + 1}, column {mark.column + 1}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise _Problem(" ".join(str(exc).split())) from None
+
+
+def _ini_error(exc):
+    """(line number, description) of a configparser error."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return exc.lineno, "a key before the first [section]"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return exc.lineno, f"duplicate section [{exc.section}]"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return exc.lineno, f"duplicate key {exc.option!r} in [{exc.section}]"
+    if isinstance(exc, configparser.ParsingError):
+        lineno, line = exc.errors[0]
+        return lineno, f"cannot parse {line} (expected 'key = value' or '[section]')"
+    return None, " ".join(str(exc).split())
+
+
+def _ini_scalar(text):
+    """An INI value as null, int, float or, failing those, the text itself."""
+    if text.lower() in ("null", "none"):
+        return None
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _ini_value(cls, key, text):
+    """An INI value parsed for the dataclass field it sets: str fields keep the text."""
+    kind = {f.name: f.type for f in dataclasses.fields(cls)}.get(key)
+    if kind is str:
+        return text
+    if kind == tuple[str, ...]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return _ini_scalar(text)
+
+
+_INI_SECTIONS = {"data": DataConfig, "training": TrainingConfig, "output": OutputConfig}
+
+
+def _read_ini(text, source):
+    """The INI file as the nested dict a YAML file gives."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
+    parser.optionxform = str  # keys are case-sensitive, as in YAML
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        lineno, problem = _ini_error(exc)
+        raise _Problem(f"line {lineno}: {problem}" if lineno else problem) from None
+    if parser.defaults():
+        raise _Problem("a [DEFAULT] section is not supported")
+    raw, layers = {}, {}
+    for name in parser.sections():
+        items = parser.items(name)
+        number = name.removeprefix("layer.")
+        if number != name and number.isdigit():
+            layers[int(number)] = {k: _ini_scalar(v) for k, v in items}
+        elif name == "optimizer":
+            raw.setdefault("training", {})["optimizer"] = {k: _ini_scalar(v) for k, v in items}
+        elif name in _INI_SECTIONS:
+            cls = _INI_SECTIONS[name]
+            raw.setdefault(name, {}).update({k: _ini_value(cls, k, v) for k, v in items})
+        else:
+            known = [*_INI_SECTIONS, "optimizer", "layer.N"]
+            raise _Problem(f"unknown section [{name}]{_hint(name, known)}")
+    if layers:
+        if sorted(layers) != list(range(1, len(layers) + 1)):
+            found = ", ".join(f"layer.{n}" for n in sorted(layers))
+            raise _Problem(f"layer sections must be numbered 1, 2, 3, ... (found {found})")
+        raw["network"] = [layers[n] for n in sorted(layers)]
+    return raw
+
+
+# ----- checking values -----
+
+
+def _close(word, known):
+    matches = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def _hint(word, known):
+    """A suggestion for a mistyped name, or the list of known names."""
+    return _close(word, known) or f" (known: {', '.join(map(str, known)) or 'none'})"
+
+
+def _section(raw, cls, where):
+    """The section's values with omitted keys filled from ``cls``'s defaults."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _Problem(f"{where}: expected a mapping of keys, got {raw!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise _Problem(f"unknown key '{where}.{key}'{_hint(key, known)}")
+    return {name: raw[name] if name in raw else _default(f) for name, f in known.items()}
+
+
+def _default(f):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(where, value, minimum, maximum=None, optional=False):
+    if optional and value is None:
+        return None
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        span = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        nullable = " or null" if optional else ""
+        raise _Problem(f"{where}: expected an integer {span}{nullable}, got {value!r}")
+    return value
+
+
+def _number(where, value):
+    """A finite int or float, as a float (booleans are not numbers here)."""
+    if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+        raise _Problem(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _text(where, value):
+    if not isinstance(value, str) or not value:
+        raise _Problem(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _texts(where, value):
+    if not isinstance(value, (list, tuple)):
+        raise _Problem(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(_text(f"{where}[{i}]", item) for i, item in enumerate(value))
+
+
+def _choice(where, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise _Problem(
+            f"{where}: expected one of {', '.join(choices)}, got {value!r}{_close(value, choices)}"
+        )
+    return value
+
+
+def _data(raw):
+    v = _section(raw, DataConfig, "data")
+    data = DataConfig(
+        data_dir=_text("data.data_dir", v["data_dir"]),
+        mirrors=_texts("data.mirrors", v["mirrors"]),
+        limit=_integer("data.limit", v["limit"], 1, MNIST_TRAIN_IMAGES, optional=True),
+        validation=_integer("data.validation", v["validation"], 0, MNIST_TRAIN_IMAGES - 1),
+        normalization=_choice("data.normalization", v["normalization"], NORMALIZATIONS),
+    )
+    if data.limit is not None and data.limit + data.validation > MNIST_TRAIN_IMAGES:
+        raise _Problem(
+            f"data: limit {data.limit} plus validation {data.validation} exceeds the "
+            f"{MNIST_TRAIN_IMAGES} MNIST training images"
+        )
+    return data
+
+
+def _optimizer(raw, where):
+    """The optimiser's name and hyperparameters, checked by constructing it."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _Problem(f"{where}: expected a mapping with 'name' and hyperparameters, got {raw!r}")
+    name = _choice(f"{where}.name", raw.get("name", "adam"), tuple(optim.OPTIMIZERS))
+    cls = optim.OPTIMIZERS[name]
+    accepted = inspect.signature(cls).parameters
+    kwargs = {}
+    for key, value in raw.items():
+        if key == "name":
+            continue
+        if key not in accepted:
+            raise _Problem(f"unknown key '{where}.{key}' for {name}{_hint(key, accepted)}")
+        kwargs[key] = _number(f"{where}.{key}", value)
+    for param in accepted.values():
+        if param.default is inspect.Parameter.empty and param.name not in kwargs:
+            raise _Problem(f"{where}: optimizer {name} needs {param.name!r}")
+    try:
+        optimizer = cls(**kwargs)
+    except ValueError as exc:
+        raise _Problem(f"{where}: {exc}") from None
+    return OptimizerConfig(name, optimizer.hyperparameters())
+
+
+def _training(raw, optimizer_where):
+    v = _section(raw, TrainingConfig, "training")
+    return TrainingConfig(
+        epochs=_integer("training.epochs", v["epochs"], 1),
+        batch_size=_integer("training.batch_size", v["batch_size"], 1),
+        loss=_choice("training.loss", v["loss"], tuple(losses.LOSSES)),
+        init=_choice("training.init", v["init"], tuple(initialisers.INITIALISERS)),
+        dtype=_choice("training.dtype", v["dtype"], DTYPES),
+        seed=_integer("training.seed", v["seed"], 0),
+        optimizer=_optimizer(raw.get("optimizer") if raw else None, optimizer_where),
+    )
+
+
+def _output(raw):
+    v = _section(raw, OutputConfig, "output")
+    return OutputConfig(
+        params=_text("output.params", v["params"]),
+        checkpoint_dir=_text("output.checkpoint_dir", v["checkpoint_dir"]),
+    )
+
+
+def _layer(spec, where):
+    """One layer built from its spec, with its keys checked against the constructor."""
+    if not isinstance(spec, dict):
+        raise _Problem(f"{where}: expected a mapping such as {{type: relu}}, got {spec!r}")
+    if "type" not in spec:
+        raise _Problem(f"{where}: missing key 'type'")
+    kinds = (*LAYERS, *ALIASES)
+    kind = spec["type"]
+    if not isinstance(kind, str) or kind not in kinds:
+        raise _Problem(f"{where}.type: unknown layer type {kind!r}{_hint(kind, kinds)}")
+    accepted = inspect.signature(LAYERS[ALIASES.get(kind, kind)]).parameters
+    for key in spec:
+        if key != "type" and key not in accepted:
+            raise _Problem(f"unknown key '{where}.{key}' for {kind}{_hint(key, accepted)}")
+    for param in accepted.values():
+        if param.default is inspect.Parameter.empty and param.name not in spec:
+            raise _Problem(f"{where}: {kind} needs {param.name!r}")
+    if spec.get("init") is not None:
+        _choice(f"{where}.init", spec["init"], tuple(initialisers.INITIALISERS))
+    try:
+        return build_layer(spec)
+    except ValueError as exc:
+        raise _Problem(f"{where} ({kind}): {exc}") from None
+
+
+def _network(raw, training, layer_where):
+    """The canonical layer specs, checked layer by layer on the MNIST input shape."""
+    if not isinstance(raw, list) or not raw:
+        raise _Problem(f"network: expected a non-empty list of layer specs, got {raw!r:.60}")
+    specs, shape = [], MNIST_SHAPE
+    for i, spec in enumerate(raw):
+        where = layer_where(i)
+        layer = _layer(spec, where)
+        try:
+            layer.param_shapes(shape)
+            shape = layer.output_shape(shape)
+        except ValueError as exc:
+            raise _Problem(f"{where} ({layer.kind}): {exc}") from None
+        specs.append(layer.spec())
+    if shape != (MNIST_CLASSES,):
+        raise _Problem(
+            f"network: the last layer gives shape {shape}, but MNIST needs {MNIST_CLASSES} "
+            "class scores"
+        )
+    try:
+        Sequential(specs, loss=training.loss, init=training.init, dtype=training.dtype)
+    except ValueError as exc:
+        raise _Problem(f"network: {exc}") from None
+    return tuple(specs)
+
+
+def _parse(raw, source, ini=False):
+    """A Config from the nested dict a file gives; ``ini`` names places as the INI file does."""
+    try:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise _Problem(f"expected a mapping of sections ({', '.join(SECTIONS)}), got {raw!r}")
+        for key in raw:
+            if key not in SECTIONS:
+                raise _Problem(f"unknown section {key!r}{_hint(key, SECTIONS)}")
+        training = _training(raw.get("training"), "optimizer" if ini else "training.optimizer")
+        layer_where = (lambda i: f"layer.{i + 1}") if ini else (lambda i: f"network[{i}]")
+        network = _reference_specs()
+        if raw.get("network") is not None:
+            network = _network(raw["network"], training, layer_where)
+        return Config(
+            network=network,
+            data=_data(raw.get("data")),
+            training=training,
+            output=_output(raw.get("output")),
+        )
+    except _Problem as exc:
+        raise ConfigError(f"{source}: {exc}") from None

@@ -1,0 +1,319 @@
+"""Model files: a trained network with what is needed to use it, in one pickle of plain data.
+
+The pickle holds a dict: the format name and version, the layer specs, loss, input shape and
+dtype that rebuild the network, its parameters (NumPy arrays, in the model's order), the
+per-batch cost history, the input normalisation, and optionally the config, metrics and a
+training checkpoint. Loading never runs code from the file: the unpickler admits only the
+globals that NumPy arrays, dtypes and scalars need, so a malicious file is refused, not run.
+
+The reference's own pickle, ``[params, cost]`` as Escontrela's code wrote it, loads as the
+reference network with the normalisation of its training images.
+"""
+
+import codecs
+import io
+import numbers
+import os
+import pickle
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import NORMALIZATIONS
+from .engine.model import MNIST_SHAPE, REFERENCE_LAYERS, Sequential
+
+FORMAT = "numpycnn-model"
+VERSION = 1
+PROTOCOL = 5
+#: The reference's pickle: its training statistics, truncated to integers (SPEC.md).
+REFERENCE_NORMALIZATION = {"strategy": "reference", "mean": 33.0, "std": 78.0}
+LEGACY_FORMAT = "escontrela-2018"
+REQUIRED = (
+    "format",
+    "version",
+    "numpycnn_version",
+    "layers",
+    "loss",
+    "input_shape",
+    "dtype",
+    "params",
+    "cost",
+    "normalization",
+    "config",
+    "metrics",
+)
+METADATA = ("format", "version", "numpycnn_version", "layers", "loss", "input_shape", "dtype")
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read, written or trusted."""
+
+
+class _Problem(Exception):
+    """A problem with a file's contents; ``ModelFileError`` adds the file name in one place."""
+
+
+@dataclass
+class ModelFile:
+    """A loaded model file. ``config`` is plain data (``Config.from_dict`` rebuilds it);
+    ``metadata`` holds the stored format, versions and network description."""
+
+    model: Sequential
+    normalization: dict
+    cost: list
+    config: dict | None
+    metrics: dict | None
+    checkpoint: dict | None
+    metadata: dict
+
+
+def _allowed_globals():
+    """The only globals a model file may name: what NumPy 1.x and 2.x pickles of arrays,
+    dtypes and scalars reference (numpy.core became numpy._core in 2.0), and plain builtins.
+
+    The functions are taken from how the running NumPy pickles its own objects, so the
+    allowlist never imports NumPy internals by name.
+    """
+    array = np.zeros(1)
+    reconstruct = array.__reduce__()[0]
+    frombuffer = array.__reduce_ex__(5)[0]  # protocol 5 stores contiguous data as a buffer
+    scalar = np.float64(0).__reduce__()[0]
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    for module in ("builtins", "__builtin__"):  # protocols 0-2 name builtins the Python 2 way
+        for kind in (set, frozenset, complex, bytearray):
+            allowed[(module, kind.__name__)] = kind
+    allowed[("_codecs", "encode")] = codecs.encode  # protocols 0-2 store bytes with it
+    return allowed
+
+
+_ALLOWED = _allowed_globals()
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise _Problem(
+                f"refused global '{module}.{name}': a model file may hold only NumPy arrays "
+                "and plain data"
+            ) from None
+
+
+def _unpickle(data):
+    """The object pickled in ``data``, without running anything but NumPy's constructors."""
+    if not data:
+        raise _Problem("empty file")
+    try:
+        return _SafeUnpickler(io.BytesIO(data)).load()
+    except _Problem:
+        raise
+    except EOFError:
+        raise _Problem("truncated file (the pickle ends early)") from None
+    except pickle.UnpicklingError as exc:
+        raise _Problem(f"not a valid pickle ({exc})") from None
+    except Exception as exc:  # any malformed stream: the file is untrusted input
+        raise _Problem(f"corrupt pickle ({type(exc).__name__}: {exc})") from None
+
+
+def _is_legacy(obj):
+    """Whether ``obj`` looks like the reference's ``[params, cost]``."""
+    return (
+        isinstance(obj, (list, tuple))
+        and len(obj) == 2
+        and isinstance(obj[0], (list, tuple))
+        and all(isinstance(p, np.ndarray) for p in obj[0])
+    )
+
+
+def _from_legacy(obj):
+    """The reference's ``[params, cost]`` as a stored dict of this format."""
+    params, cost = obj
+    return {
+        "format": LEGACY_FORMAT,
+        "version": None,
+        "numpycnn_version": None,
+        "layers": [dict(spec) for spec in REFERENCE_LAYERS],
+        "loss": "softmax_cross_entropy",
+        "input_shape": list(MNIST_SHAPE),
+        "dtype": str(params[0].dtype) if params else "float64",
+        "params": list(params),
+        "cost": cost,
+        "normalization": dict(REFERENCE_NORMALIZATION),
+        "config": None,
+        "metrics": None,
+    }
+
+
+def _check_header(stored):
+    if not isinstance(stored, dict) or "format" not in stored:
+        raise _Problem(f"not a numpycnn model file (it holds a {type(stored).__name__})")
+    if stored["format"] != FORMAT:
+        raise _Problem(f"not a numpycnn model file (format {stored['format']!r})")
+    if stored.get("version") != VERSION:
+        raise _Problem(
+            f"unsupported model file version {stored.get('version')!r} "
+            f"(this numpycnn reads version {VERSION})"
+        )
+    missing = [key for key in REQUIRED if key not in stored]
+    if missing:
+        raise _Problem(f"missing key{'s' * (len(missing) > 1)} {', '.join(missing)}")
+
+
+def _real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _normalization(value):
+    """A normalisation dict (or object with ``to_dict``) as plain {strategy, mean, std}."""
+    value = value.to_dict() if hasattr(value, "to_dict") else value
+    if (
+        not isinstance(value, dict)
+        or value.get("strategy") not in NORMALIZATIONS
+        or not _real(value.get("mean"))
+        or not _real(value.get("std"))
+        or not value["std"] > 0
+    ):
+        raise _Problem(
+            f"normalization must be {{strategy: {' | '.join(NORMALIZATIONS)}, mean: number, "
+            f"std: number > 0}}, got {value!r}"
+        )
+    return {"strategy": value["strategy"], "mean": float(value["mean"]), "std": float(value["std"])}
+
+
+def _cost(value):
+    if not isinstance(value, (list, tuple)) or not all(_real(c) for c in value):
+        raise _Problem("cost must be a list of numbers")
+    return [float(c) for c in value]
+
+
+def _optional_dict(key, value):
+    value = value.to_dict() if hasattr(value, "to_dict") else value
+    if value is not None and not isinstance(value, dict):
+        raise _Problem(f"{key} must be a dict or None, got {type(value).__name__}")
+    return value
+
+
+def _model(stored):
+    """The network the stored dict describes, with its parameters set."""
+    try:
+        model = Sequential(
+            stored["layers"],
+            loss=stored["loss"],
+            input_shape=stored["input_shape"],
+            dtype=stored["dtype"],
+        )
+    except (ValueError, TypeError) as exc:
+        raise _Problem(f"cannot rebuild the network: {exc}") from None
+    params, names = stored["params"], model.param_names
+    if not isinstance(params, (list, tuple)) or len(params) != len(names):
+        count = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
+        raise _Problem(f"params: expected {len(names)} arrays ({', '.join(names)}), got {count}")
+    for name, param in zip(names, params):
+        if not isinstance(param, np.ndarray) or param.dtype.kind not in "fiu":
+            raise _Problem(f"parameter {name}: expected a real NumPy array, got {param!r:.60}")
+    try:
+        model.set_params(params)
+    except ValueError as exc:
+        raise _Problem(str(exc)) from None
+    return model
+
+
+def _model_file(stored):
+    """A ModelFile from a stored dict (this format's or a converted legacy one)."""
+    return ModelFile(
+        model=_model(stored),
+        normalization=_normalization(stored["normalization"]),
+        cost=_cost(stored["cost"]),
+        config=_optional_dict("config", stored["config"]),
+        metrics=_optional_dict("metrics", stored["metrics"]),
+        checkpoint=_optional_dict("checkpoint", stored.get("checkpoint")),
+        metadata={key: stored[key] for key in METADATA},
+    )
+
+
+def _parse(data):
+    obj = _unpickle(data)
+    if _is_legacy(obj):
+        return _model_file(_from_legacy(obj))
+    _check_header(obj)
+    return _model_file(obj)
+
+
+def load_model(path):
+    """The ModelFile at ``path``: this format or the reference's legacy ``[params, cost]``."""
+    name = os.fspath(path)
+    try:
+        data = Path(name).read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return _parse(data)
+    except _Problem as exc:
+        raise ModelFileError(f"{name}: {exc}") from None
+
+
+def save_model(path, model, normalization, cost=(), config=None, metrics=None, checkpoint=None):
+    """Write ``model`` and its companions to ``path`` atomically.
+
+    ``normalization`` and ``config`` may be dicts or objects with ``to_dict()``. The pickle is
+    read back with the loader's checks before it is written, so a file that could not be
+    loaded (say, a checkpoint holding an arbitrary object) is never written.
+    """
+    name = os.fspath(path)
+    try:
+        stored = {
+            "format": FORMAT,
+            "version": VERSION,
+            "numpycnn_version": __version__,
+            "layers": model.specs(),
+            "loss": model.loss.kind,
+            "input_shape": list(model.input_shape),
+            "dtype": str(model.dtype),
+            "params": model.get_params(),
+            "cost": _cost(list(cost)),
+            "normalization": _normalization(normalization),
+            "config": _optional_dict("config", config),
+            "metrics": _optional_dict("metrics", metrics),
+        }
+        if checkpoint is not None:
+            stored["checkpoint"] = _optional_dict("checkpoint", checkpoint)
+        data = pickle.dumps(stored, protocol=PROTOCOL)
+        _parse(data)
+    except _Problem as exc:
+        raise ModelFileError(f"{name}: cannot save: {exc}") from None
+    try:
+        with atomic_write(name) as f:
+            f.write(data)
+    except OSError as exc:
+        raise ModelFileError(f"{name}: cannot write: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def atomic_write(path):
+    """A binary file that replaces ``path`` only once fully written and flushed to disk.
+
+    It is written under a temporary name in the same directory (so the rename cannot cross
+    file systems) and removed if anything fails, leaving any previous ``path`` untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

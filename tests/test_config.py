@@ -1,0 +1,307 @@
+"""Configuration files: the schema, its defaults, both formats, and one-line errors."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from numpycnn.config import Config, ConfigError, load_config
+from numpycnn.engine import Sequential, reference_network
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def write(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path):
+    """The ConfigError message of loading ``path``, checked to be one line naming the file."""
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert "\n" not in message
+    return message
+
+
+# ----- the shipped configs -----
+
+
+def test_escontrela_yaml_and_ini_are_the_same_configuration():
+    assert load_config(CONFIGS / "escontrela.yaml") == load_config(CONFIGS / "escontrela.ini")
+
+
+def test_escontrela_config_is_the_reference_recipe():
+    config = load_config(CONFIGS / "escontrela.yaml")
+    assert list(config.network) == reference_network().specs()
+    assert (config.data.limit, config.data.validation) == (50_000, 0)
+    assert config.data.normalization == "reference"
+    t = config.training
+    assert (t.epochs, t.batch_size, t.init, t.loss) == (2, 32, "reference", "softmax_cross_entropy")
+    assert t.optimizer.name == "escontrela"
+    assert t.optimizer.hyperparameters == {"lr": 0.01, "beta1": 0.95, "beta2": 0.99, "eps": 1e-7}
+
+
+def test_default_config_trains_the_reference_network_with_adam():
+    config = load_config(CONFIGS / "default.yaml")
+    model = Sequential(config.network, init=config.training.init, dtype=config.training.dtype)
+    assert model.num_params == 105_634
+    assert list(config.network) == reference_network().specs()
+    assert (config.data.normalization, config.data.validation) == ("standard", 5000)
+    assert config.data.limit is None
+    assert config.training.init == "he_normal"
+    assert config.training.optimizer.to_dict()["name"] == "adam"
+    assert config.training.optimizer.hyperparameters["lr"] == 0.001
+
+
+# ----- defaults and partial files -----
+
+
+@pytest.mark.parametrize("text", ["", "# nothing\n", "data:\ntraining:\n"])
+def test_an_empty_config_gives_the_defaults(tmp_path, text):
+    config = load_config(write(tmp_path, text))
+    assert config == Config()
+    assert list(config.network) == reference_network().specs()
+    assert config.data.data_dir == "data" and config.data.mirrors == ()
+    assert config.data.limit is None and config.data.validation == 0
+    assert config.training.loss == "softmax_cross_entropy"
+    assert (config.output.params, config.output.checkpoint_dir) == ("params.pkl", "checkpoints")
+
+
+def test_a_config_gives_only_what_it_changes(tmp_path):
+    config = load_config(write(tmp_path, "training:\n  epochs: 7\n  optimizer: {lr: 0.5}\n"))
+    assert config.training.epochs == 7
+    assert config.training.optimizer.name == "adam"
+    assert config.training.optimizer.hyperparameters["lr"] == 0.5
+    assert config.training.optimizer.hyperparameters["beta2"] == 0.999
+    assert dataclasses.replace(config, training=Config().training) == Config()
+
+
+def test_layer_aliases_and_omitted_layer_defaults_are_written_out(tmp_path):
+    text = """
+network:
+  - {type: conv, filters: 4, kernel: 3}
+  - {type: maxpool}
+  - {type: flatten}
+  - {type: fc, units: 10, init: glorot_uniform}
+"""
+    network = load_config(write(tmp_path, text)).network
+    assert network == (
+        {"type": "conv2d", "filters": 4, "kernel": 3, "stride": 1, "padding": 0},
+        {"type": "maxpool2d", "size": 2, "stride": 2},
+        {"type": "flatten"},
+        {"type": "dense", "units": 10, "init": "glorot_uniform"},
+    )
+
+
+def test_yaml_reads_exponents_without_a_dot_as_floats(tmp_path):
+    text = "training:\n  optimizer: {name: adam, eps: 1e-7, lr: 2E-3}\n"
+    hyper = load_config(write(tmp_path, text)).training.optimizer.hyperparameters
+    assert (hyper["eps"], hyper["lr"]) == (1e-7, 2e-3)
+
+
+def test_integers_are_accepted_where_floats_are_expected(tmp_path):
+    text = "training:\n  optimizer: {name: sgd, lr: 1}\n"
+    hyper = load_config(write(tmp_path, text)).training.optimizer.hyperparameters
+    assert hyper == {"lr": 1.0} and isinstance(hyper["lr"], float)
+
+
+def test_ini_values_are_parsed_to_the_schema_types(tmp_path):
+    text = """
+[data]
+data_dir = 2024
+mirrors = https://a.example/mnist/, https://b.example/
+limit = none
+validation = 100   ; a comment
+
+[layer.1]
+type = flatten
+
+[layer.2]
+type = dense
+units = 10
+"""
+    config = load_config(write(tmp_path, text, "c.ini"))
+    assert config.data.data_dir == "2024"
+    assert config.data.mirrors == ("https://a.example/mnist/", "https://b.example/")
+    assert config.data.limit is None and config.data.validation == 100
+    assert config.network == ({"type": "flatten"}, {"type": "dense", "units": 10})
+
+
+# ----- plain data, overrides, immutability -----
+
+
+def test_to_dict_round_trips_through_from_dict_and_a_yaml_file(tmp_path):
+    config = load_config(CONFIGS / "escontrela.ini")
+    data = config.to_dict()
+    assert Config.from_dict(data) == config
+    path = write(tmp_path, yaml.safe_dump(data))
+    assert load_config(path) == config
+    data["network"][0]["filters"] = 99  # plain copies: the config is unaffected
+    assert config.network[0]["filters"] == 8
+
+
+def test_with_overrides_returns_a_new_validated_config():
+    config = load_config(CONFIGS / "escontrela.yaml")
+    changed = config.with_overrides(
+        epochs=1, batch_size=64, lr=0.1, seed=5, limit=1000, params="p.pkl", mirrors=["m"]
+    )
+    assert (changed.training.epochs, changed.training.batch_size, changed.training.seed) == (
+        1,
+        64,
+        5,
+    )
+    assert changed.training.optimizer.hyperparameters["lr"] == 0.1
+    assert changed.training.optimizer.hyperparameters["beta1"] == 0.95
+    assert (changed.data.limit, changed.data.mirrors, changed.output.params) == (
+        1000,
+        ("m",),
+        "p.pkl",
+    )
+    assert changed.data.data_dir == config.data.data_dir
+    assert config.training.epochs == 2  # the original is unchanged
+    assert config.with_overrides() == config
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"epochs": 0}, "training.epochs: expected an integer >= 1, got 0"),
+        ({"lr": -1}, "lr must be > 0"),
+        ({"limit": 70_000}, "data.limit: expected an integer from 1 to 60000 or null"),
+        ({"batch_size": True}, "training.batch_size"),
+    ],
+)
+def test_bad_overrides_are_config_errors(overrides, fragment):
+    with pytest.raises(ConfigError, match="^overrides: ") as info:
+        Config().with_overrides(**overrides)
+    assert fragment in str(info.value)
+
+
+def test_configs_are_frozen():
+    config = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.training.epochs = 3
+
+
+# ----- errors -----
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("training:\n  epoch: 3\n", ["unknown key 'training.epoch'", "did you mean 'epochs'?"]),
+        ("trainig: {}\n", ["unknown section 'trainig'", "did you mean 'training'?"]),
+        ("data:\n  normalisation: unit\n", ["'data.normalisation'", "'normalization'"]),
+        ("training:\n  epochs: true\n", ["training.epochs: expected an integer >= 1, got True"]),
+        ("training:\n  epochs: '2'\n", ["training.epochs: expected an integer"]),
+        ("training:\n  batch_size: 0\n", ["training.batch_size: expected an integer >= 1"]),
+        ("training:\n  seed: 1.5\n", ["training.seed: expected an integer >= 0"]),
+        ("data:\n  limit: 0\n", ["data.limit: expected an integer from 1 to 60000 or null"]),
+        ("data:\n  validation: -1\n", ["data.validation: expected an integer from 0"]),
+        ("data: {limit: 55001, validation: 5000}\n", ["data: limit 55001 plus validation 5000"]),
+        ("data:\n  mirrors: http://x/\n", ["data.mirrors: expected a list of strings"]),
+        ("data:\n  data_dir: 3\n", ["data.data_dir: expected a non-empty string"]),
+        ("data:\n  normalization: standrd\n", ["data.normalization", "did you mean 'standard'?"]),
+        ("training:\n  dtype: float16\n", ["training.dtype: expected one of float32, float64"]),
+        ("training:\n  loss: cross_entropy\n", ["training.loss", "softmax_cross_entropy"]),
+        ("training:\n  init: he\n", ["training.init", "he_normal"]),
+        ("training:\n  optimizer: {name: adamw}\n", ["optimizer.name", "did you mean 'adam'?"]),
+        ("training:\n  optimizer: {name: adam, momentum: 0.9}\n", ["'training.optimizer."]),
+        ("training:\n  optimizer: {name: adam, beta: 0.9}\n", ["(did you mean 'beta"]),
+        ("training:\n  optimizer: {name: adam, beta1: 1.5}\n", ["beta1 must be in [0, 1)"]),
+        ("training:\n  optimizer: {name: adam, lr: true}\n", ["optimizer.lr: expected a number"]),
+        ("training:\n  optimizer: {lr: .nan}\n", ["training.optimizer.lr: expected a number"]),
+        ("training:\n  optimizer: {name: sgd}\n", ["optimizer sgd needs 'lr'"]),
+        ("training:\n  optimizer: adam\n", ["training.optimizer: expected a mapping"]),
+        ("output: []\n", ["output: expected a mapping"]),
+        ("- 1\n- 2\n", ["expected a mapping of sections"]),
+    ],
+)
+def test_yaml_schema_errors_name_the_key(tmp_path, text, fragments):
+    message = error_of(write(tmp_path, text))
+    for fragment in fragments:
+        assert fragment in message
+
+
+def network_yaml(*layers):
+    return "network:\n" + "".join(f"  - {layer}\n" for layer in layers)
+
+
+@pytest.mark.parametrize(
+    "layers, fragments",
+    [
+        (["{type: conv2, filters: 8, kernel: 5}"], ["network[0].type", "did you mean 'conv2d'?"]),
+        (["{type: relu}", "{type: conv2d, filter: 8, kernel: 5}"], ["'network[1].filter'"]),
+        (["{type: conv2d, filter: 8, kernel: 5}"], ["did you mean 'filters'?"]),
+        (["{type: conv2d, filters: 0, kernel: 5}"], ["network[0] (conv2d): filters must be"]),
+        (["{type: conv2d, filters: 8}"], ["network[0]: conv2d needs 'kernel'"]),
+        (["{type: conv2d, filters: 8, kernel: 30}"], ["network[0] (conv2d)", "does not fit"]),
+        (["{type: dense, units: 10}"], ["network[0] (dense)", "add a flatten layer"]),
+        (["{type: flatten}", "{type: dense, units: 5}"], ["gives shape (5,)", "10 class"]),
+        (["{type: flatten}", "{type: dense, units: 10, init: he}"], ["network[1].init"]),
+        (["{type: relu, alpha: 0.1}"], ["'network[0].alpha'"]),
+        (["{filters: 8}"], ["network[0]: missing key 'type'"]),
+        (["relu"], ["network[0]: expected a mapping"]),
+    ],
+)
+def test_network_errors_name_the_layer(tmp_path, layers, fragments):
+    message = error_of(write(tmp_path, network_yaml(*layers)))
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_an_empty_network_is_an_error(tmp_path):
+    assert "network: expected a non-empty list" in error_of(write(tmp_path, "network: []\n"))
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("training:\n  epochs: [1\n", "line 3, column 1"),
+        ("training:\n\tepochs: 1\n", "line 2"),
+        ("training:\n  epochs: 1\n  epochs: 2\n", "line 3, column 3: duplicate key 'epochs'"),
+    ],
+)
+def test_unparsable_yaml_names_the_line(tmp_path, text, fragment):
+    assert fragment in error_of(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("epochs = 2\n", "line 1: a key before the first [section]"),
+        ("[training]\nepochs = 2\nepochs = 3\n", "line 3: duplicate key 'epochs' in [training]"),
+        ("[training]\n[data]\n[training]\n", "line 3: duplicate section [training]"),
+        ("[training]\nepochs 2\n", "line 2: cannot parse"),
+        ("[training]\nepoch = 2\n", "unknown key 'training.epoch' (did you mean 'epochs'?)"),
+        ("[trainng]\n", "unknown section [trainng] (did you mean 'training'?)"),
+        ("[layers.1]\ntype = relu\n", "did you mean 'layer.N'?"),
+        ("[optimizer]\nname = adam\nbeta = 0.9\n", "unknown key 'optimizer.beta'"),
+        ("[optimizer]\nlr = fast\n", "optimizer.lr: expected a number, got 'fast'"),
+        ("[data]\nlimit = 1.5\n", "data.limit: expected an integer"),
+        ("[layer.1]\ntype = flatten\n[layer.3]\ntype = dense\nunits = 10\n", "numbered 1, 2"),
+        ("[layer.1]\ntype = flatten\n[layer.2]\ntype = dense\nunit = 10\n", "'layer.2.unit'"),
+        ("[DEFAULT]\nseed = 1\n", "[DEFAULT]"),
+    ],
+)
+def test_ini_errors_name_the_line_or_key(tmp_path, text, fragment):
+    assert fragment in error_of(write(tmp_path, text, "c.ini"))
+
+
+def test_missing_file_unknown_extension_and_bad_encoding(tmp_path):
+    assert "no such file" in error_of(tmp_path / "absent.yaml")
+    assert "unknown config format '.json'" in error_of(write(tmp_path, "{}", "c.json"))
+    assert "no extension" in error_of(write(tmp_path, "{}", "config"))
+    bad = tmp_path / "latin.yaml"
+    bad.write_bytes(b"data:\n  data_dir: caf\xe9\n")
+    assert "not UTF-8" in error_of(bad)
+
+
+def test_limit_and_validation_may_use_every_training_image(tmp_path):
+    data = load_config(write(tmp_path, "data: {limit: 55000, validation: 5000}\n")).data
+    assert (data.limit, data.validation) == (55_000, 5_000)
