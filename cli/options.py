@@ -1,0 +1,64 @@
+"""Options and helpers shared by the commands: data location, mirrors, progress, errors."""
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from numpycnn.data import DataError
+
+#: Library errors that are the user's to fix (bad file, value or path), shown as one line.
+USER_ERRORS = (DataError, ValueError, OSError)
+
+
+def data_options(command):
+    """Add ``--data-dir DIR`` and the repeatable ``--mirror URL`` (as ``data_dir``, ``mirrors``)."""
+    command = click.option(
+        "--mirror",
+        "mirrors",
+        multiple=True,
+        metavar="URL",
+        help="MNIST mirror (URL prefix, file:// URL or directory); repeatable, tried in "
+        "order. Overrides $NUMPYCNN_MIRROR (space-separated) and the configured mirrors.",
+    )(command)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        metavar="DIR",
+        help="Download cache; MNIST goes in DIR/mnist/. Overrides $NUMPYCNN_DATA_DIR and "
+        "the configured one; default data/.",
+    )(command)
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="Show no progress bars.")
+
+
+def progress_factory(quiet, **tqdm_options):
+    """A tqdm factory writing to stderr, disabled with --quiet or when stderr is not a TTY."""
+    return functools.partial(
+        tqdm,
+        file=sys.stderr,
+        disable=quiet or not sys.stderr.isatty(),
+        dynamic_ncols=True,
+        **tqdm_options,
+    )
+
+
+def download_progress(quiet):
+    """A progress factory for downloads: bytes, with binary-prefixed sizes and the rate."""
+    return progress_factory(quiet, unit="B", unit_scale=True, unit_divisor=1024)
+
+
+def reports_errors(command):
+    """Turn USER_ERRORS raised by a command into ``Error: <message>`` and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise click.ClickException(" ".join(str(exc).split())) from exc
+
+    return wrapper
