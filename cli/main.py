@@ -11,6 +11,11 @@ from numpycnn import __version__
 # matplotlib) never slow another down.
 COMMANDS = {
     # "name": "numpycnn.cli.<module>:<command function>",
+    "train": "numpycnn.cli.train:train",
+    "eval": "numpycnn.cli.evaluate:evaluate_command",
+    "predict": "numpycnn.cli.predict:predict",
+    "gradcheck": "numpycnn.cli.gradcheck:gradcheck",
+    "download": "numpycnn.cli.download:download",
 }
 
 

@@ -1,0 +1,84 @@
+"""The evaluation figure: confusion matrix, per-digit recall, training cost curve."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+def require_matplotlib():
+    """Fail early, with the install command, when the optional plot extra is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "--plot needs matplotlib, which is not installed: pip install 'numpycnn[plot]'"
+        ) from None
+
+
+def plot_report(report, cost, path):
+    """Draw the three panels into ``path`` (PNG), written to a temporary file and renamed."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    confusion = np.array(report["confusion"])
+    recall = [row["recall"] or 0.0 for row in report["per_class"].values()]
+    fig, (ax_cm, ax_recall, ax_cost) = plt.subplots(1, 3, figsize=(16, 4.8))
+
+    ax_cm.imshow(np.log1p(confusion), cmap="Blues")
+    ax_cm.set(
+        title="confusion matrix",
+        xlabel="predicted",
+        ylabel="true digit",
+        xticks=range(10),
+        yticks=range(10),
+    )
+    for (t, p), count in np.ndenumerate(confusion):
+        if count:
+            ax_cm.text(
+                p,
+                t,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if t == p else "black",
+            )
+
+    ax_recall.bar(range(10), recall, color="tab:blue")
+    low = max(0.0, min(recall) - 0.02)
+    ax_recall.set(
+        title=f"recall per digit (accuracy {100 * report['accuracy']:.2f}%)",
+        xlabel="digit",
+        ylabel="recall",
+        xticks=range(10),
+        ylim=(low, 1.0),
+    )
+
+    if len(cost):
+        cost = np.asarray(cost, dtype=float)
+        ax_cost.plot(cost, color="tab:gray", alpha=0.4, linewidth=0.6, label="batch cost")
+        window = max(1, len(cost) // 50)
+        smooth = np.convolve(cost, np.ones(window) / window, mode="valid")
+        ax_cost.plot(
+            np.arange(window - 1, len(cost)), smooth, color="tab:red", label=f"mean of {window}"
+        )
+        ax_cost.set_yscale("log")
+        ax_cost.legend()
+    ax_cost.set(title="training cost", xlabel="batch", ylabel="cross-entropy")
+    fig.tight_layout()
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,75 @@
+"""``numpycnn predict``: classify the user's own digit images."""
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from numpycnn.data import Normalization
+from numpycnn.imageprep import load_digit
+from numpycnn.modelfile import load_model
+
+from .options import reports_errors
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--params",
+    default="params.pkl",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Model file from `numpycnn train` (or a 2018 reference pickle).",
+)
+@click.option(
+    "--top-k",
+    "top_k",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 10),
+    help="Also show the K most likely digits.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON list of {file, digit, probability, top_k}.",
+)
+@reports_errors
+def predict(images, params, top_k, as_json):
+    """Classify digit images (PNG, JPEG or BMP; any size, colour or transparency).
+
+    Each image is prepared the way MNIST was made: light digit on dark, cropped to its
+    ink, fitted to 20x20 and centred on its centre of mass in 28x28; then normalised
+    like the model's training images.
+
+    \b
+    Example:
+      numpycnn predict --params params.pkl seven.png photo-of-a-three.jpg
+    """
+    saved = load_model(params)
+    norm = Normalization.from_dict(saved.normalization)
+    digits = np.stack([load_digit(path) for path in images])
+    probs = saved.model.predict_proba(norm.norm(digits))
+    results = []
+    for path, p in zip(images, probs):
+        ranked = np.argsort(-p, kind="stable")[:top_k]
+        results.append(
+            {
+                "file": str(path),
+                "digit": int(ranked[0]),
+                "probability": float(p[ranked[0]]),
+                "top_k": [{"digit": int(k), "probability": float(p[k])} for k in ranked],
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(results))
+        return
+    for r in results:
+        line = f"{r['file']}: {r['digit']} ({100 * r['probability']:.1f}%)"
+        if top_k > 1:
+            line += "  top: " + ", ".join(
+                f"{t['digit']} {100 * t['probability']:.1f}%" for t in r["top_k"]
+            )
+        click.echo(line)
