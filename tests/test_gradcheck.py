@@ -1,0 +1,400 @@
+"""Numerical gradient checks (float64, central differences) of every layer, activation and
+loss, and of the whole reference network on real MNIST images; the checker's own ability to
+fail; and the max-pool tie rule (first maximum in row-major order)."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from numpycnn.engine import (
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    gradcheck,
+    losses,
+    reference_network,
+)
+from numpycnn.engine.losses import LOSSES
+
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def mnist_batch(mnist_dir):
+    """Four real training images, normalised as the reference does, and their labels."""
+    with gzip.open(mnist_dir / "train-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(16 + 4 * 784), np.uint8, offset=16)
+    with gzip.open(mnist_dir / "train-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(8 + 4), np.uint8, offset=8)
+    x = (images.reshape(4, 1, 28, 28).astype(np.float64) - 33) / 78
+    return x, labels.astype(np.int64)
+
+
+def assert_exact_check(result, sizes):
+    """Every tensor fully checked (nothing skipped at a kink) and below tolerance."""
+    assert set(result.errors) == set(sizes)
+    for name, size in sizes.items():
+        assert result.skipped[name] == 0, name
+        assert result.checked[name] == size, name
+        assert result.errors[name] < TOL, (name, result.errors[name])
+    assert result.passed(TOL)
+
+
+def layer_sizes(layer, input_shape):
+    sizes = {"input": int(np.prod(input_shape))}
+    sizes.update({k: p.size for k, p in layer.params.items()})
+    return sizes
+
+
+# ----- layers -----
+
+CONV_CASES = [
+    # (N, C, H, W), filters, kernel, stride, padding
+    ((2, 1, 6, 6), 2, 3, 1, 0),
+    ((2, 3, 7, 9), 4, 3, 2, 1),  # non-square, stride > 1 with padding
+    ((2, 2, 4, 5), 3, 1, 1, 0),  # 1x1 kernel
+    ((1, 2, 5, 5), 2, 5, 1, 2),  # "same" padding, kernel as large as the input
+    ((2, 3, 8, 6), 2, 4, 3, 2),  # stride 3: the last rows and columns are never read
+    ((3, 2, 5, 7), 3, 2, 2, 0),  # odd sides with stride 2
+    ((2, 1, 9, 7), 3, 3, 2, 1),  # one input channel, stride 2, padding
+    ((2, 2, 8, 8), 2, 2, 3, 1),  # stride larger than the kernel: inputs skipped
+    ((1, 2, 5, 5), 2, 3, 1, 3),  # padding beyond the kernel: outputs of bias alone
+]
+
+
+@pytest.mark.parametrize("shape,filters,kernel,stride,padding", CONV_CASES)
+def test_conv2d(shape, filters, kernel, stride, padding):
+    layer = Conv2D(filters, kernel, stride=stride, padding=padding)
+    result = gradcheck.check_layer(layer, shape)
+    assert_exact_check(result, layer_sizes(layer, shape))
+    assert set(result.errors) == {"input", "weight", "bias"}
+
+
+POOL_CASES = [
+    # (N, C, H, W), size, stride
+    ((2, 2, 6, 6), 2, 2),
+    ((2, 3, 7, 9), 3, 3),  # non-square, leftover rows and columns
+    ((1, 2, 7, 7), 3, 2),  # overlapping windows
+    ((2, 1, 5, 6), 2, 1),  # overlapping, stride 1
+    ((1, 3, 8, 5), 3, 1),
+    ((2, 2, 8, 9), 2, 3),  # stride larger than the window: inputs skipped
+]
+
+
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
+@pytest.mark.parametrize("shape,size,stride", POOL_CASES)
+def test_pooling(cls, shape, size, stride):
+    layer = cls(size, stride)
+    result = gradcheck.check_layer(layer, shape)
+    assert_exact_check(result, {"input": int(np.prod(shape))})
+
+
+def test_dense():
+    layer = Dense(5)
+    result = gradcheck.check_layer(layer, (3, 7))
+    assert_exact_check(result, {"input": 21, "weight": 35, "bias": 5})
+
+
+def test_flatten():
+    layer = Flatten()
+    result = gradcheck.check_layer(layer, (2, 3, 4, 5))
+    assert_exact_check(result, {"input": 120})
+
+
+# ----- activations -----
+
+
+@pytest.mark.parametrize(
+    "layer,shape",
+    [
+        (ReLU(), (2, 3, 4, 5)),
+        (LeakyReLU(), (2, 3, 4, 5)),
+        (LeakyReLU(alpha=0.3), (4, 6)),
+        (Sigmoid(), (2, 3, 4, 5)),
+        (Tanh(), (2, 3, 4, 5)),
+        (Softmax(), (4, 6)),
+    ],
+    ids=["relu", "leaky_relu", "leaky_relu_0.3", "sigmoid", "tanh", "softmax"],
+)
+def test_activation(layer, shape):
+    result = gradcheck.check_layer(layer, shape)
+    assert_exact_check(result, {"input": int(np.prod(shape))})
+
+
+# ----- losses -----
+
+
+def _loss_inputs(rng):
+    """Per loss: outputs in the loss's domain, away from its kinks."""
+    return {
+        "softmax_cross_entropy": rng.standard_normal((5, 10)) * 3,
+        "binary_cross_entropy": rng.uniform(0.05, 0.95, (5, 10)),
+        "mean_squared_error": rng.standard_normal((5, 10)),
+        "half_sum_squared_error": rng.standard_normal((5, 10)),
+        "mean_absolute_error": rng.standard_normal((5, 10)),
+    }
+
+
+def test_every_loss_has_a_case():
+    assert set(_loss_inputs(np.random.default_rng(0))) == set(LOSSES)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_loss(name):
+    rng = np.random.default_rng(1)
+    z = _loss_inputs(rng)[name]
+    labels = rng.integers(0, 10, 5)
+    assert gradcheck.check_loss(losses.get(name), z, labels) < TOL
+
+
+def test_softmax_cross_entropy_large_logits():
+    """Logits far beyond exp's range: the fused loss stays finite and its gradient exact."""
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((4, 10)) * 300
+    labels = rng.integers(0, 10, 4)
+    loss = losses.get("softmax_cross_entropy")
+    assert np.isfinite(loss.forward(z, labels))
+    assert gradcheck.check_loss(loss, z, labels) < TOL
+
+
+# ----- the whole reference network -----
+
+
+def test_reference_network(mnist_batch):
+    x, labels = mnist_batch
+    model = reference_network(dtype="float64")
+    samples = 40
+    result = gradcheck.check_model(model, x, labels, samples=samples)
+    assert model.param_names == ["f1", "f2", "w3", "w4", "b1", "b2", "b3", "b4"]
+    assert set(result.errors) == set(model.param_names)
+    for name, param in zip(model.param_names, model.params):
+        wanted = min(samples, param.size)
+        # A few entries may straddle a ReLU or max-pool kink; most must be checked.
+        assert result.checked[name] >= 0.9 * wanted, name
+        assert result.checked[name] + result.skipped[name] == wanted
+        assert result.errors[name] < TOL, (name, result.errors[name])
+
+
+def test_reference_network_input_gradient(mnist_batch):
+    """dL/dinput of the whole network (not part of check_model) by central differences."""
+    x, labels = mnist_batch
+    x = x.copy()
+    model = reference_network(dtype="float64", seed=3)
+    model.layers[0].needs_input_grad = True
+    model.loss_on(x, labels)
+    dx = model.backward()
+    assert dx.shape == x.shape
+
+    def switches():
+        return [s.copy() for layer in model.layers for s in layer.switches()]
+
+    base = switches()
+    rng = np.random.default_rng(0)
+    flat = x.reshape(-1)
+    idx = rng.choice(flat.size, 40, replace=False)
+    h, analytic, numeric = 1e-5, [], []
+    for i in idx:
+        old = flat[i]
+        flat[i] = old + h
+        plus = model.loss_on(x, labels)[0]
+        same = all(np.array_equal(a, b) for a, b in zip(switches(), base))
+        flat[i] = old - h
+        minus = model.loss_on(x, labels)[0]
+        same = same and all(np.array_equal(a, b) for a, b in zip(switches(), base))
+        flat[i] = old
+        if same:
+            analytic.append(dx.reshape(-1)[i])
+            numeric.append((plus - minus) / (2 * h))
+    # Perturbing a pixel may break a tie between equal maxima over the uniform background:
+    # a true kink, which the switches reveal; most pixels must still be checked.
+    assert len(analytic) >= 20
+    assert np.linalg.norm(analytic) > 0
+    assert gradcheck.relative_error(analytic, numeric) < TOL
+
+
+# ----- the checker can fail -----
+
+
+class WrongWeightGradConv(Conv2D):
+    """Conv2D whose weight gradient is off in a single entry."""
+
+    def backward(self, grad):
+        dx = super().backward(grad)
+        self.grads["weight"][0, 0, 0, 0] += 1e-3
+        return dx
+
+
+class NoBiasGradConv(Conv2D):
+    """Conv2D that forgets its bias gradient."""
+
+    def backward(self, grad):
+        dx = super().backward(grad)
+        self.grads["bias"][...] = 0
+        return dx
+
+
+class WrongInputGradDense(Dense):
+    """Dense whose input gradient is scaled by a tiny amount."""
+
+    def backward(self, grad):
+        return super().backward(grad) * (1 + 1e-4)
+
+
+class ShiftedMaxPool(MaxPool2D):
+    """Max pool whose input gradient lands one column too far to the right."""
+
+    def backward(self, grad):
+        return np.roll(super().backward(grad), 1, axis=3)
+
+
+def test_checker_reports_wrong_weight_gradient():
+    result = gradcheck.check_layer(WrongWeightGradConv(3, 3, stride=2, padding=1), (2, 2, 6, 6))
+    assert result.errors["weight"] > TOL
+    assert result.errors["bias"] < TOL
+    assert result.errors["input"] < TOL
+    assert not result.passed(TOL)
+
+
+def test_checker_reports_missing_bias_gradient():
+    result = gradcheck.check_layer(NoBiasGradConv(3, 3), (2, 2, 6, 6))
+    assert result.errors["bias"] == pytest.approx(1.0)
+    assert result.errors["weight"] < TOL
+    assert not result.passed(TOL)
+
+
+def test_checker_reports_wrong_input_gradient():
+    result = gradcheck.check_layer(WrongInputGradDense(4), (3, 6))
+    assert result.errors["input"] > TOL
+    assert result.errors["weight"] < TOL
+    assert not result.passed(TOL)
+
+
+def test_checker_reports_misrouted_max_pool_gradient():
+    result = gradcheck.check_layer(ShiftedMaxPool(2, 2), (2, 2, 4, 4))
+    assert result.errors["input"] > 0.5
+    assert not result.passed(TOL)
+
+
+class HalfMSE(losses.MeanSquaredError):
+    """MSE whose gradient misses its factor 2."""
+
+    def backward(self):
+        return super().backward() / 2
+
+
+def test_checker_reports_wrong_loss_gradient():
+    rng = np.random.default_rng(0)
+    z, labels = rng.standard_normal((3, 4)), rng.integers(0, 4, 3)
+    assert gradcheck.check_loss(HalfMSE(), z, labels) == pytest.approx(0.5, rel=1e-6)
+
+
+def test_checker_reports_broken_layer_inside_a_model(mnist_batch):
+    x, labels = mnist_batch
+    model = reference_network(dtype="float64")
+    dense = model.layers[6]
+    original = dense.backward
+
+    def backward(grad):
+        dx = original(grad)
+        dense.grads["bias"][...] *= 1.01
+        return dx
+
+    dense.backward = backward
+    result = gradcheck.check_model(model, x, labels, samples=10)
+    assert result.errors["b3"] > 1e-3
+    assert result.errors["w3"] < TOL
+    assert not result.passed(TOL)
+
+
+def test_model_check_needs_float64(mnist_batch):
+    x, labels = mnist_batch
+    with pytest.raises(ValueError, match="float64"):
+        gradcheck.check_model(reference_network(), x, labels)
+
+
+# ----- the max-pool tie rule -----
+
+
+def naive_maxpool_grad(x, grad, size, stride):
+    """dL/dx by loops: each window's gradient to its first maximum in row-major order."""
+    n, c, h, w = x.shape
+    dx = np.zeros_like(x)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(grad.shape[2]):
+                for j in range(grad.shape[3]):
+                    best = None
+                    for u in range(size):
+                        for v in range(size):
+                            value = x[b, ch, i * stride + u, j * stride + v]
+                            if best is None or value > best[0]:
+                                best = (value, u, v)
+                    _, u, v = best
+                    dx[b, ch, i * stride + u, j * stride + v] += grad[b, ch, i, j]
+    return dx
+
+
+def pool_grad(x, size, stride, grad=None):
+    layer = MaxPool2D(size, stride)
+    out = layer.forward(x)
+    if grad is None:
+        grad = np.arange(1, out.size + 1, dtype=x.dtype).reshape(out.shape)
+    return layer.backward(grad), out, grad
+
+
+def test_max_pool_ties_by_hand():
+    x = np.array(
+        [
+            [1.0, 3.0, 5.0, 1.0, 0.0, 0.0],
+            [3.0, 2.0, 2.0, 5.0, 0.0, 7.0],
+            [-1.0, -1.0, 4.0, 4.0, 2.0, 9.0],
+            [-1.0, -1.0, 4.0, 4.0, 9.0, 9.0],
+        ]
+    )[None, None]
+    dx, out, grad = pool_grad(x, 2, 2)
+    np.testing.assert_array_equal(out[0, 0], [[3.0, 5.0, 7.0], [-1.0, 4.0, 9.0]])
+    expected = np.zeros((4, 6))
+    expected[0, 1] = grad[0, 0, 0, 0]  # 3 at (0, 1) and (1, 0): the first is (0, 1)
+    expected[0, 2] = grad[0, 0, 0, 1]  # 5 at (0, 0) and (1, 1) of the window
+    expected[1, 5] = grad[0, 0, 0, 2]  # a single maximum
+    expected[2, 0] = grad[0, 0, 1, 0]  # all four tie (negative)
+    expected[2, 2] = grad[0, 0, 1, 1]  # all four tie
+    expected[2, 5] = grad[0, 0, 1, 2]  # three tie: (0, 1), (1, 0), (1, 1)
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_max_pool_all_zero_windows_after_relu():
+    """All-zero windows (as after ReLU): one input per window, the window's top-left."""
+    relu = ReLU()
+    x = relu.forward(-np.ones((2, 3, 4, 6)))
+    dx, _, grad = pool_grad(x, 2, 2)
+    expected = np.zeros_like(x)
+    expected[:, :, ::2, ::2] = grad
+    np.testing.assert_array_equal(dx, expected)
+    assert np.count_nonzero(dx) == grad.size
+
+
+def test_max_pool_all_zero_overlapping_windows():
+    """Overlapping windows of zeros: each window's gradient to its own top-left input."""
+    x = np.zeros((1, 1, 5, 5))
+    dx, _, grad = pool_grad(x, 3, 2)
+    expected = np.zeros((5, 5))
+    expected[::2, ::2][:2, :2] = grad[0, 0]
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 3), (3, 2), (2, 1), (3, 1)])
+def test_max_pool_ties_match_loops(size, stride):
+    """Inputs of a few integer values (ties everywhere), several channels, batch > 1."""
+    rng = np.random.default_rng(size * 10 + stride)
+    x = rng.integers(0, 3, (2, 3, 7, 8)).astype(np.float64)
+    dx, _, grad = pool_grad(x, size, stride)
+    np.testing.assert_array_equal(dx, naive_maxpool_grad(x, grad, size, stride))
