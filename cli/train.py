@@ -91,7 +91,7 @@ def train(
         if config_path or any(v is not None for v in (batch_size, lr, seed, limit)):
             raise click.UsageError(
                 "--resume continues a run with its own settings: only --epochs, --out, "
-                "--data-dir, --mirror and --quiet may be given with it"
+                "--data-dir, --mirror, --quiet and --json may be given with it"
             )
         checkpoint = load_model(resume)
         if checkpoint.checkpoint is None or checkpoint.config is None:
@@ -139,6 +139,7 @@ def train(
         batch_size=train_cfg.batch_size,
         seed=train_cfg.seed,
         val=(norm.norm(val_x), val_y) if len(val_y) else None,
+        lr_decay=train_cfg.lr_decay,
     )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint.checkpoint)

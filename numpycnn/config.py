@@ -5,8 +5,9 @@ A config has four sections, each optional (every omitted key takes its default):
 - ``network``: a list of layer specs for the engine, e.g. ``{type: conv2d, filters: 8, kernel:
   5}``; the reference network by default.
 - ``data``: data_dir, mirrors, limit, validation, normalization.
-- ``training``: epochs, batch_size, loss, init, dtype, seed and ``optimizer``, a mapping with
-  ``name`` and that optimiser's hyperparameters.
+- ``training``: epochs, batch_size, loss, init, dtype, seed, lr_decay (per-epoch factor of
+  the learning rate) and ``optimizer``, a mapping with ``name`` and that optimiser's
+  hyperparameters.
 - ``output``: params, checkpoint_dir.
 
 In INI files the sections are ``[data]``, ``[training]``, ``[optimizer]`` and ``[output]``, and
@@ -94,6 +95,7 @@ class TrainingConfig:
     init: str = "he_normal"
     dtype: str = "float32"
     seed: int = 0
+    lr_decay: float = 1.0  # the learning rate of epoch k (from 0) is lr * lr_decay**k
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
 
@@ -351,6 +353,14 @@ def _number(where, value):
     return float(value)
 
 
+def _fraction(where, value):
+    """A number in (0, 1]."""
+    number = _number(where, value)
+    if not 0 < number <= 1:
+        raise _Problem(f"{where}: expected a number in (0, 1], got {value!r}")
+    return number
+
+
 def _text(where, value):
     if not isinstance(value, str) or not value:
         raise _Problem(f"{where}: expected a non-empty string, got {value!r}")
@@ -423,6 +433,7 @@ def _training(raw, optimizer_where):
         init=_choice("training.init", v["init"], tuple(initialisers.INITIALISERS)),
         dtype=_choice("training.dtype", v["dtype"], DTYPES),
         seed=_integer("training.seed", v["seed"], 0),
+        lr_decay=_fraction("training.lr_decay", v["lr_decay"]),
         optimizer=_optimizer(raw.get("optimizer") if raw else None, optimizer_where),
     )
 

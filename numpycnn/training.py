@@ -33,10 +33,14 @@ class Trainer:
     ``x`` is the normalised training images (N, C, H, W) and ``y`` their labels; each epoch
     visits them in a fresh random order drawn from a generator seeded with ``seed``, in
     batches of ``batch_size`` (the last one may be smaller). ``val`` is an optional
-    (images, labels) pair scored after every epoch.
+    (images, labels) pair scored after every epoch. Epoch k (from 0) uses the learning rate
+    ``optimizer.lr * lr_decay**k``: a function of the epoch alone, so resuming needs no
+    schedule state.
     """
 
-    def __init__(self, model, optimizer, x, y, *, epochs, batch_size, seed=0, val=None):
+    def __init__(
+        self, model, optimizer, x, y, *, epochs, batch_size, seed=0, val=None, lr_decay=1.0
+    ):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
         if len(x) == 0:
@@ -45,6 +49,7 @@ class Trainer:
         self.x, self.y = x, np.asarray(y)
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.val = val
+        self.base_lr, self.lr_decay = optimizer.lr, float(lr_decay)
         self.rng = np.random.default_rng(seed)
         self.epoch = 0  # epochs completed
         self.batch = 0  # next batch within the current epoch
@@ -79,6 +84,7 @@ class Trainer:
         while not self.finished:
             if self.order is None:
                 self.order = self.rng.permutation(len(self.x))
+            self.optimizer.lr = self.base_lr * self.lr_decay**self.epoch
             started = time.perf_counter()
             while self.batch < self.batches_per_epoch:
                 if should_stop is not None and should_stop():
