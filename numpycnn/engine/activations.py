@@ -48,8 +48,10 @@ class LeakyReLU(Layer):
 
 
 def sigmoid(x):
-    """1 / (1 + e^-x), computed as (1 + tanh(x/2)) / 2, which never overflows."""
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    """1 / (1 + e^-x), from e^-|x| so that it never overflows and keeps full relative
+    precision in both tails: 1 / (1 + e) for x >= 0, e / (1 + e) below."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
 class Sigmoid(Layer):
