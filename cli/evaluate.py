@@ -15,8 +15,7 @@ from .options import data_options, download_progress, quiet_option, reports_erro
 def format_report(report):
     """The human-readable report: accuracy, a per-digit table, the confusion matrix."""
     lines = [
-        f"test accuracy {100 * report['accuracy']:.2f}% "
-        f"({report['correct']:,}/{report['total']:,})",
+        f"test accuracy {100 * report['accuracy']:.2f}% ({report['correct']}/{report['total']})",
         "",
         "digit  precision  recall  support",
     ]

@@ -73,12 +73,16 @@ def plot_report(report, cost, path):
     ax_cost.set(title="training cost", xlabel="batch", ylabel="cross-entropy")
     fig.tight_layout()
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+        os.close(fd)
         fig.savefig(tmp, dpi=110)
         os.replace(tmp, path)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise click.ClickException(f"{path}: cannot write the plot: {reason}") from None
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
