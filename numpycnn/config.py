@@ -70,7 +70,7 @@ class DataConfig:
     data_dir: str = "data"
     mirrors: tuple[str, ...] = ()
     limit: int | None = None
-    validation: int = 0
+    validation: int = 5000
     normalization: str = "standard"
 
 
@@ -79,7 +79,7 @@ class OptimizerConfig:
     """An optimiser name and every hyperparameter its constructor takes, defaults filled in."""
 
     name: str = "adam"
-    hyperparameters: dict = field(default_factory=lambda: optim.Adam().hyperparameters())
+    hyperparameters: dict = field(default_factory=lambda: optim.Adam(lr=0.002).hyperparameters())
 
     def to_dict(self):
         return {"name": self.name, **self.hyperparameters}
@@ -89,13 +89,13 @@ class OptimizerConfig:
 class TrainingConfig:
     """How to train: the loss, initialiser, dtype, seed, and the optimiser with its settings."""
 
-    epochs: int = 4
-    batch_size: int = 32
+    epochs: int = 7
+    batch_size: int = 64
     loss: str = "softmax_cross_entropy"
     init: str = "he_normal"
     dtype: str = "float32"
     seed: int = 0
-    lr_decay: float = 1.0  # the learning rate of epoch k (from 0) is lr * lr_decay**k
+    lr_decay: float = 0.6  # the learning rate of epoch k (from 0) is lr * lr_decay**k
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
 
@@ -407,7 +407,10 @@ def _optimizer(raw, where):
     name = _choice(f"{where}.name", raw.get("name", "adam"), tuple(optim.OPTIMIZERS))
     cls = optim.OPTIMIZERS[name]
     accepted = inspect.signature(cls).parameters
-    kwargs = {}
+    # Omitted hyperparameters of the default optimiser take the default recipe's values;
+    # those of any other optimiser, its constructor's.
+    default = OptimizerConfig()
+    kwargs = dict(default.hyperparameters) if name == default.name else {}
     for key, value in raw.items():
         if key == "name":
             continue

@@ -130,8 +130,8 @@ def test_without_config_trains_the_reference_network(tmp_path, monkeypatch, mnis
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == (
-        "training 105,634 parameters on 64 images (0 for validation), "
-        "1 epoch(s) of 2 batches, adam lr 0.001"
+        "training 105,634 parameters on 64 images (5,000 for validation), "
+        "1 epoch(s) of 2 batches, adam lr 0.002"
     )
     assert "/200); saved the model to params.pkl" in result.stdout
     saved = load_model(tmp_path / "params.pkl")  # default output.params, in the cwd

@@ -55,7 +55,12 @@ def test_default_config_trains_the_reference_network_with_adam():
     assert config.data.limit is None
     assert config.training.init == "he_normal"
     assert config.training.optimizer.to_dict()["name"] == "adam"
-    assert config.training.optimizer.hyperparameters["lr"] == 0.001
+    assert config.training.optimizer.hyperparameters["lr"] == 0.002
+    assert config.training.lr_decay == 0.6
+
+
+def test_the_built_in_defaults_are_the_default_recipe():
+    assert load_config(CONFIGS / "default.yaml") == Config()
 
 
 # ----- defaults and partial files -----
@@ -67,7 +72,7 @@ def test_an_empty_config_gives_the_defaults(tmp_path, text):
     assert config == Config()
     assert list(config.network) == reference_network().specs()
     assert config.data.data_dir == "data" and config.data.mirrors == ()
-    assert config.data.limit is None and config.data.validation == 0
+    assert config.data.limit is None and config.data.validation == 5000
     assert config.training.loss == "softmax_cross_entropy"
     assert (config.output.params, config.output.checkpoint_dir) == ("params.pkl", "checkpoints")
 
