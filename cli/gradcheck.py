@@ -1,7 +1,5 @@
 """``numpycnn gradcheck``: the engine's numerical gradient check on a configured network."""
 
-from pathlib import Path
-
 import click
 import numpy as np
 
@@ -9,17 +7,11 @@ from numpycnn.config import Config, load_config
 from numpycnn.engine import Sequential
 from numpycnn.engine.gradcheck import check_model
 
-from .options import reports_errors
+from .options import config_option, reports_errors
 
 
 @click.command()
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config whose network and loss to check (default: the reference network).",
-)
+@config_option
 @click.option(
     "--batch",
     default=4,

@@ -32,6 +32,15 @@ def data_options(command):
     )(command)
 
 
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML (.yaml/.yml) or INI (.ini) file: network, data, training, output. "
+    "Without it: the reference network with the default recipe (configs/default.yaml).",
+)
+
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Show no progress bars.")
 
 

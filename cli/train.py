@@ -15,7 +15,14 @@ from numpycnn.engine import Sequential, optim
 from numpycnn.modelfile import load_model, save_model
 from numpycnn.training import Diverged, Trainer, evaluate
 
-from .options import data_options, download_progress, progress_factory, quiet_option, reports_errors
+from .options import (
+    config_option,
+    data_options,
+    download_progress,
+    progress_factory,
+    quiet_option,
+    reports_errors,
+)
 
 INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (128 + SIGINT)
 
@@ -43,14 +50,7 @@ def _percent(value):
 
 
 @click.command()
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML (.yaml/.yml) or INI (.ini) file: network, data, training, output. "
-    "Without it: the reference network with our default recipe.",
-)
+@config_option
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of passes over the data.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per gradient step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")

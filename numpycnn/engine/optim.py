@@ -131,31 +131,30 @@ class Adam(Optimizer):
             self._buf = np.empty_like(self.m)
 
 
-class EscontrelaAdam(Optimizer):
+class EscontrelaAdam(Adam):
     """The 2018 reference's update, for faithful reproduction (SPEC.md).
 
     Its moments start from zero inside every batch and there is no bias correction, so
     each step is p -= lr * (1-b1) g / sqrt((1-b2) g^2 + eps), eps inside the square root:
-    close to a sign-of-gradient step of size lr * (1-b1) / sqrt(1-b2).
+    close to a sign-of-gradient step of size lr * (1-b1) / sqrt(1-b2). Adam's
+    hyperparameters with the reference's defaults; no state but the step count.
     """
 
     kind = "escontrela"
 
     def __init__(self, lr=0.01, beta1=0.95, beta2=0.99, eps=1e-7):
-        super().__init__(lr)
-        self.beta1 = _check_beta("beta1", beta1)
-        self.beta2 = _check_beta("beta2", beta2)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
-        self.eps = float(eps)
+        super().__init__(lr, beta1, beta2, eps)
 
     def step(self, params, grads):
         self.t += 1
         denom = np.sqrt((1 - self.beta2) * grads * grads + self.eps)
         params -= self.lr * (1 - self.beta1) * grads / denom
 
-    def hyperparameters(self):
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+    def state_dict(self):
+        return {"t": self.t}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
 
 
 OPTIMIZERS = {cls.kind: cls for cls in (SGD, Momentum, Adam, EscontrelaAdam)}
