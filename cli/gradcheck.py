@@ -3,7 +3,7 @@
 import click
 import numpy as np
 
-from numpycnn.config import Config, load_config
+from numpycnn.config import DEFAULT_RECIPE, load_config
 from numpycnn.engine import Sequential
 from numpycnn.engine.gradcheck import check_model
 
@@ -43,7 +43,7 @@ def gradcheck(config_path, batch, samples, tolerance, seed):
     one line per parameter with its relative error; exits with status 1 above tolerance.
     Steps that would cross a ReLU or max kink are shortened or skipped (and counted).
     """
-    config = load_config(config_path) if config_path else Config()
+    config = load_config(config_path) if config_path else DEFAULT_RECIPE
     t = config.training
     model = Sequential(config.network, loss=t.loss, init=t.init, dtype="float64", seed=t.seed)
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from numpycnn.config import Config, load_config
+from numpycnn.config import DEFAULT_RECIPE, Config, load_config
 from numpycnn.data import Normalization, load_mnist, resolve_data_dir, resolve_mirrors, split_train
 from numpycnn.engine import Sequential, optim
 from numpycnn.modelfile import load_model, save_model
@@ -98,7 +98,7 @@ def train(
             raise click.ClickException(f"{resume}: a trained model, not a training checkpoint")
         config = Config.from_dict(checkpoint.config, source=str(resume))
     else:
-        config = load_config(config_path) if config_path else Config()
+        config = load_config(config_path) if config_path else DEFAULT_RECIPE
     config = config.with_overrides(
         epochs=epochs,
         batch_size=batch_size,

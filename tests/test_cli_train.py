@@ -22,7 +22,7 @@ from cli_helpers import (
 )
 
 from numpycnn import data
-from numpycnn.config import Config
+from numpycnn.config import DEFAULT_RECIPE, Config
 from numpycnn.data import Normalization
 from numpycnn.engine import Sequential
 from numpycnn.modelfile import load_model, save_model
@@ -135,7 +135,7 @@ def test_without_config_trains_the_reference_network(tmp_path, monkeypatch, mnis
     )
     assert "/200); saved the model to params.pkl" in result.stdout
     saved = load_model(tmp_path / "params.pkl")  # default output.params, in the cwd
-    expected = Config().with_overrides(epochs=1, limit=64, batch_size=32)
+    expected = DEFAULT_RECIPE.with_overrides(epochs=1, limit=64, batch_size=32)
     assert saved.config == expected.to_dict()
     assert (tmp_path / "checkpoints" / "epoch-001.pkl").is_file()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from numpycnn.config import Config, ConfigError, load_config
+from numpycnn.config import DEFAULT_RECIPE, Config, ConfigError, load_config
 from numpycnn.engine import Sequential, reference_network
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -59,8 +59,14 @@ def test_default_config_trains_the_reference_network_with_adam():
     assert config.training.lr_decay == 0.6
 
 
-def test_the_built_in_defaults_are_the_default_recipe():
-    assert load_config(CONFIGS / "default.yaml") == Config()
+def test_the_default_recipe_is_configs_default_yaml():
+    assert load_config(CONFIGS / "default.yaml") == DEFAULT_RECIPE
+
+
+def test_omitted_keys_take_neutral_defaults_not_the_tuned_recipe(tmp_path):
+    config = load_config(write(tmp_path, "training:\n  optimizer: {name: adam}\n"))
+    assert config.training.lr_decay == 1.0
+    assert config.training.optimizer.hyperparameters["lr"] == 0.001
 
 
 # ----- defaults and partial files -----
@@ -72,7 +78,7 @@ def test_an_empty_config_gives_the_defaults(tmp_path, text):
     assert config == Config()
     assert list(config.network) == reference_network().specs()
     assert config.data.data_dir == "data" and config.data.mirrors == ()
-    assert config.data.limit is None and config.data.validation == 5000
+    assert config.data.limit is None and config.data.validation == 0
     assert config.training.loss == "softmax_cross_entropy"
     assert (config.output.params, config.output.checkpoint_dir) == ("params.pkl", "checkpoints")
 
