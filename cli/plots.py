@@ -1,11 +1,11 @@
 """The evaluation figure: confusion matrix, per-digit recall, training cost curve."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
 import numpy as np
+
+from numpycnn.modelfile import atomic_write
 
 
 def require_matplotlib():
@@ -73,16 +73,11 @@ def plot_report(report, cost, path):
     ax_cost.set(title="training cost", xlabel="batch", ylabel="cross-entropy")
     fig.tight_layout()
 
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-        os.close(fd)
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=110)
     except OSError as exc:
         reason = exc.strerror or exc
         raise click.ClickException(f"{path}: cannot write the plot: {reason}") from None
     finally:
         plt.close(fig)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
