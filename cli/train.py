@@ -10,10 +10,9 @@ import click
 from tqdm import tqdm
 
 from numpycnn.config import DEFAULT_RECIPE, Config, load_config
-from numpycnn.data import Normalization, load_mnist, resolve_data_dir, resolve_mirrors, split_train
-from numpycnn.engine import Sequential, optim
+from numpycnn.data import load_mnist, resolve_data_dir, resolve_mirrors
 from numpycnn.modelfile import load_model, save_model
-from numpycnn.training import Diverged, Trainer, evaluate
+from numpycnn.training import Diverged, evaluate, prepare
 
 from .options import (
     config_option,
@@ -114,35 +113,9 @@ def train(
         resolve_mirrors(mirrors, data_cfg.mirrors),
         progress=download_progress(quiet),
     )
-    train_x, train_y, val_x, val_y = split_train(
-        mnist.train_images, mnist.train_labels, data_cfg.limit, data_cfg.validation
-    )
-    if checkpoint is not None:
-        norm = Normalization.from_dict(checkpoint.normalization)
-        model = checkpoint.model
-    else:
-        norm = Normalization.fit(data_cfg.normalization, train_x)
-        model = Sequential(
-            config.network,
-            loss=train_cfg.loss,
-            init=train_cfg.init,
-            dtype=train_cfg.dtype,
-            seed=train_cfg.seed,
-        )
-    optimizer = optim.get(train_cfg.optimizer.name, **train_cfg.optimizer.hyperparameters)
-    trainer = Trainer(
-        model,
-        optimizer,
-        norm.norm(train_x),
-        train_y,
-        epochs=train_cfg.epochs,
-        batch_size=train_cfg.batch_size,
-        seed=train_cfg.seed,
-        val=(norm.norm(val_x), val_y) if len(val_y) else None,
-        lr_decay=train_cfg.lr_decay,
-    )
-    if checkpoint is not None:
-        trainer.load_state_dict(checkpoint.checkpoint)
+    run = prepare(config, mnist, checkpoint)
+    model, trainer, norm = run.model, run.trainer, run.normalization
+    optimizer = trainer.optimizer
 
     checkpoint_dir = Path(config.output.checkpoint_dir)
 
@@ -161,8 +134,9 @@ def train(
 
     if not quiet and not as_json:
         click.echo(
-            f"training {model.num_params:,} parameters on {len(train_y):,} images"
-            f" ({len(val_y):,} for validation), {train_cfg.epochs} epoch(s) of"
+            f"training {model.num_params:,} parameters on {len(trainer.y):,} images"
+            f" ({len(trainer.val[1]) if trainer.val else 0:,} for validation),"
+            f" {train_cfg.epochs} epoch(s) of"
             f" {trainer.batches_per_epoch:,} batches, {optimizer.kind} lr {optimizer.lr:g}"
         )
     bar = progress_factory(quiet)(

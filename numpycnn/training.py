@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .data import Normalization, split_train
+from .engine import Sequential, optim
+
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite; the parameters are those before that batch."""
@@ -169,6 +172,49 @@ class Trainer:
         self._epoch_correct = int(running["correct"])
         self._epoch_seen = int(running["seen"])
         self._epoch_seconds = float(running["seconds"])
+
+
+@dataclass
+class Run:
+    """A training run set up from a config: what ``prepare`` returns."""
+
+    model: Sequential
+    trainer: Trainer
+    normalization: Normalization
+
+
+def prepare(config, mnist, checkpoint=None):
+    """Set up training ``config`` (a ``numpycnn.config.Config``) on ``mnist``.
+
+    Splits and normalises the data as the config says (statistics from the training images
+    only) and builds the network, the optimiser and the trainer. With ``checkpoint`` (a
+    loaded model file holding one) the run continues from it: its model, normalisation and
+    training state replace fresh ones.
+    """
+    data, t = config.data, config.training
+    train_x, train_y, val_x, val_y = split_train(
+        mnist.train_images, mnist.train_labels, data.limit, data.validation
+    )
+    if checkpoint is None:
+        norm = Normalization.fit(data.normalization, train_x)
+        model = Sequential(config.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=t.seed)
+    else:
+        norm = Normalization.from_dict(checkpoint.normalization)
+        model = checkpoint.model
+    trainer = Trainer(
+        model,
+        optim.get(t.optimizer.name, **t.optimizer.hyperparameters),
+        norm.norm(train_x),
+        train_y,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        seed=t.seed,
+        val=(norm.norm(val_x), val_y) if len(val_y) else None,
+        lr_decay=t.lr_decay,
+    )
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint.checkpoint)
+    return Run(model, trainer, norm)
 
 
 def evaluate(model, images, labels, classes=10, batch_size=500):
