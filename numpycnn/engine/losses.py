@@ -89,6 +89,25 @@ class MeanSquaredError(Loss):
         return 2.0 * self._diff / self._diff.size
 
 
+class HalfSumSquaredError(Loss):
+    """Half the sum of squared errors per sample, averaged over the batch.
+
+    L = mean_n sum_k (out_nk - t_nk)^2 / 2, t = onehot(y): the LeNet appendix's loss
+    (seed 003, eq. A.1) for one image, averaged over the N images of a batch. The half
+    cancels the square's 2, so dL/dout = (out - t) / N, the appendix's O - T per image.
+    Equal to K/2 times mean_squared_error on K outputs, with a gradient K/2 times larger.
+    """
+
+    kind = "half_sum_squared_error"
+
+    def forward(self, out, labels):
+        self._diff = out - one_hot(labels, out.shape[1], out.dtype)
+        return float(0.5 * (self._diff**2).sum() / out.shape[0])
+
+    def backward(self):
+        return self._diff / self._diff.shape[0]
+
+
 class MeanAbsoluteError(Loss):
     """L = mean over all N*K entries of |out - onehot(y)|; dL/dout = sign(out - t) / (N*K)."""
 
@@ -104,7 +123,13 @@ class MeanAbsoluteError(Loss):
 
 LOSSES = {
     cls.kind: cls
-    for cls in (SoftmaxCrossEntropy, BinaryCrossEntropy, MeanSquaredError, MeanAbsoluteError)
+    for cls in (
+        SoftmaxCrossEntropy,
+        BinaryCrossEntropy,
+        MeanSquaredError,
+        HalfSumSquaredError,
+        MeanAbsoluteError,
+    )
 }
 
 
