@@ -89,8 +89,7 @@ def conv2d_backward(grad, cols, weight, x_shape, stride=1, padding=0, need_dx=Tr
     grad: dL/dout (N, OH, OW, F); cols: forward's im2col; x_shape: the unpadded (N, H, W, C).
     dL/dweight = grad^T @ cols (reshaped), dL/dbias = sum of grad over N, OH, OW, and
     dL/dx_pad[n, i*stride+u, j*stride+v, :] += grad[n, i, j, :] @ weight[:, :, u, v]
-    for every kernel offset (u, v): each offset is one small product and one strided add.
-    Returns (dx or None, dweight, dbias).
+    for every kernel offset (u, v). Returns (dx or None, dweight, dbias).
     """
     f, c, kh, kw = weight.shape
     n, oh, ow, _ = grad.shape
@@ -100,16 +99,25 @@ def conv2d_backward(grad, cols, weight, x_shape, stride=1, padding=0, need_dx=Tr
     dbias = np.ones(g.shape[0], dtype=g.dtype) @ g
     if not need_dx:
         return None, dweight, dbias
+    # The gradient is laid on the padded input's grid (zeros where no output sits) and both
+    # grids are flattened to rows of channels: an offset (u, v) is then the constant row
+    # shift u*Wp + v, so each offset costs one small product and one contiguous add.
     _, h, w, _ = x_shape
-    dxp = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=grad.dtype)
+    hp, wp = h + 2 * padding, w + 2 * padding
+    g_grid = np.zeros((n, hp, wp, f), dtype=grad.dtype)
+    g_grid[:, : stride * oh : stride, : stride * ow : stride] = grad
+    g_rows = g_grid.reshape(-1, f)
+    rows = g_rows.shape[0]
+    # Valid outputs reach at most (kh-1)*wp + kw-1 rows further; the tail stays zero.
+    dx_rows = np.zeros((rows + (kh - 1) * wp + kw - 1, c), dtype=grad.dtype)
     w_offsets = np.ascontiguousarray(weight.transpose(2, 3, 0, 1))  # (KH, KW, F, C)
-    buf = np.empty((n * oh * ow, c), dtype=grad.dtype)
+    buf = np.empty((rows, c), dtype=grad.dtype)
     for u in range(kh):
         for v in range(kw):
-            np.matmul(g, w_offsets[u, v], out=buf)
-            dxp[:, u : u + stride * oh : stride, v : v + stride * ow : stride] += buf.reshape(
-                n, oh, ow, c
-            )
+            shift = u * wp + v
+            np.matmul(g_rows, w_offsets[u, v], out=buf)
+            dx_rows[shift : shift + rows] += buf
+    dxp = dx_rows[:rows].reshape(n, hp, wp, c)
     if padding:
         dxp = dxp[:, padding:-padding, padding:-padding]
     return dxp, dweight, dbias
