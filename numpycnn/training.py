@@ -217,7 +217,7 @@ def prepare(config, mnist, checkpoint=None):
     return Run(model, trainer, norm)
 
 
-def evaluate(model, images, labels, classes=10, batch_size=500):
+def evaluate(model, images, labels, classes=10, batch_size=64):
     """Accuracy, per-class precision and recall, and the confusion matrix.
 
     confusion[t, p] counts images of true class t predicted as p.
