@@ -100,10 +100,13 @@ class Adam(Optimizer):
             self._buf = np.empty_like(params)
         self.t += 1
         b1, b2, m, v, buf = self.beta1, self.beta2, self.m, self.v, self._buf
-        m *= b1
-        m += (1 - b1) * grads
-        v *= b2
+        # m += (1 - b1)(g - m) and v += (1 - b2)(g^2 - v) are the moment updates above,
+        # in fewer passes and without temporaries.
+        np.subtract(grads, m, out=buf)
+        buf *= 1 - b1
+        m += buf
         np.multiply(grads, grads, out=buf)
+        buf -= v
         buf *= 1 - b2
         v += buf
         # Bias corrections folded into the scalars: lr_t = lr sqrt(1-b2^t) / (1-b1^t) and
