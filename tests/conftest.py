@@ -30,3 +30,16 @@ def reference_params_path():
     if not path.is_file():
         pytest.skip(f"reference parameters not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """The real MNIST arrays (``numpycnn.data.MNIST``, read-only), parsed once per session."""
+    from numpycnn import data
+
+    return data.MNIST(
+        *(
+            data.read_idx(mnist_dir / name)
+            for name in (data.TRAIN_IMAGES, data.TRAIN_LABELS, data.TEST_IMAGES, data.TEST_LABELS)
+        )
+    )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from numpycnn.config import EXTENSIONS, load_config
-from numpycnn.data import TRAIN_IMAGES, TRAIN_LABELS, Normalization, read_idx, split_train
+from numpycnn.data import Normalization, split_train
 from numpycnn.engine import Sequential, optim
 from numpycnn.engine.gradcheck import check_model
 
@@ -29,11 +29,9 @@ def test_configs_found():
 
 
 @pytest.fixture(scope="module")
-def mnist_train(mnist_dir):
+def mnist_train(mnist):
     """The real MNIST training images (uint8) and labels."""
-    images = read_idx(mnist_dir / TRAIN_IMAGES)
-    labels = read_idx(mnist_dir / TRAIN_LABELS).astype(np.int64)
-    return images, labels
+    return mnist.train_images, mnist.train_labels.astype(np.int64)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 initialisers, layer specs and their errors, shapes, memory layouts, and a short training run
 on real MNIST."""
 
-import gzip
 import math
 
 import numpy as np
@@ -570,19 +569,12 @@ def test_reference_network_input_layouts():
 # ----- a short training run on real MNIST -----
 
 
-def read_idx(path, offset, count, item):
-    with gzip.open(path) as f:
-        return np.frombuffer(f.read(offset + count * item), np.uint8, offset=offset)
-
-
 @pytest.fixture(scope="module")
-def mnist_subset(mnist_dir):
+def mnist_subset(mnist):
     """The first 10,000 training and 1,000 test images, normalised by the training subset's
     integer mean and standard deviation."""
-    train = read_idx(mnist_dir / "train-images-idx3-ubyte.gz", 16, 10_000, 784)
-    test = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", 16, 1_000, 784)
-    train_labels = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz", 8, 10_000, 1)
-    test_labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz", 8, 1_000, 1)
+    train, test = mnist.train_images[:10_000], mnist.test_images[:1_000]
+    train_labels, test_labels = mnist.train_labels[:10_000], mnist.test_labels[:1_000]
     mean, std = int(train.mean()), int(train.std())
     assert (mean, std) == (33, 78)
 

@@ -2,8 +2,6 @@
 loss, and of the whole reference network on real MNIST images; the checker's own ability to
 fail; and the max-pool tie rule (first maximum in row-major order)."""
 
-import gzip
-
 import numpy as np
 import pytest
 
@@ -28,14 +26,10 @@ TOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def mnist_batch(mnist_dir):
+def mnist_batch(mnist):
     """Four real training images, normalised as the reference does, and their labels."""
-    with gzip.open(mnist_dir / "train-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(16 + 4 * 784), np.uint8, offset=16)
-    with gzip.open(mnist_dir / "train-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(8 + 4), np.uint8, offset=8)
-    x = (images.reshape(4, 1, 28, 28).astype(np.float64) - 33) / 78
-    return x, labels.astype(np.int64)
+    x = (mnist.train_images[:4].reshape(4, 1, 28, 28).astype(np.float64) - 33) / 78
+    return x, mnist.train_labels[:4].astype(np.int64)
 
 
 def assert_exact_check(result, sizes):

@@ -6,7 +6,6 @@ read back with ``load_digit``; the result must be MNIST-shaped, centred, fitted 
 and still classified as its true label by the reference network's published parameters.
 """
 
-import gzip
 import io
 import pickle
 
@@ -25,13 +24,9 @@ MIN_ACCURACY = 0.94
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_dir):
+def digits(mnist):
     """The first N_DIGITS MNIST test images (uint8, 28x28) and their labels."""
-    with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(mnist_dir / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images[:N_DIGITS], labels[:N_DIGITS]
+    return mnist.test_images[:N_DIGITS], mnist.test_labels[:N_DIGITS]
 
 
 @pytest.fixture(scope="module")

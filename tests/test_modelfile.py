@@ -1,6 +1,5 @@
 """Model files: round trips, the reference's legacy pickle, refused code, and clear errors."""
 
-import gzip
 import os
 import pickle
 import re
@@ -28,19 +27,9 @@ def small_model(dtype="float32", seed=1):
     return Sequential(SMALL_LAYERS, loss="mean_squared_error", dtype=dtype, seed=seed)
 
 
-def read_idx(path):
-    """An IDX array from a gzipped file: magic (2 zero bytes, type, ndim), big-endian sizes."""
-    data = gzip.decompress(path.read_bytes())
-    ndim = data[3]
-    shape = np.frombuffer(data, dtype=">u4", count=ndim, offset=4)
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 @pytest.fixture(scope="module")
-def mnist_test_set(mnist_dir):
-    images = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")
-    labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
-    return images, labels
+def mnist_test_set(mnist):
+    return mnist.test_images, mnist.test_labels
 
 
 def checkpoint_after_a_step(model):

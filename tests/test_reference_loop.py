@@ -6,8 +6,6 @@ positions, the batch gradient as the mean of per-image gradients, and the refere
 optimiser step. The vectorised engine must agree with them on real MNIST images.
 """
 
-import gzip
-
 import numpy as np
 import pytest
 
@@ -138,16 +136,12 @@ def reference_step(params, grads, lr=0.01, beta1=0.95, beta2=0.99):
 
 
 @pytest.fixture(scope="module")
-def batch(mnist_dir):
+def batch(mnist):
     """The first BATCH training images, normalised as the reference does: (x - 33) / 78."""
-    with gzip.open(mnist_dir / "train-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(16 + BATCH * 784), np.uint8, offset=16)
-    with gzip.open(mnist_dir / "train-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(8 + BATCH), np.uint8, offset=8)
-    x = images.reshape(BATCH, 1, 28, 28).astype(np.float64)
+    x = mnist.train_images[:BATCH].reshape(BATCH, 1, 28, 28).astype(np.float64)
     x -= 33
     x /= 78
-    return x, labels.astype(np.int64)
+    return x, mnist.train_labels[:BATCH].astype(np.int64)
 
 
 @pytest.fixture(scope="module", params=["reference", "he_normal"])

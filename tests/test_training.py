@@ -1,7 +1,5 @@
 """The training loop: learning, exact resumption, divergence, and the evaluation metrics."""
 
-import gzip
-
 import numpy as np
 import pytest
 
@@ -10,13 +8,10 @@ from numpycnn.training import Diverged, Trainer, evaluate
 
 
 @pytest.fixture(scope="module")
-def mnist_small(mnist_dir):
+def mnist_small(mnist):
     """The first 2,000 real training images, normalised as the reference does."""
-    with gzip.open(mnist_dir / "train-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:2000]
-    with gzip.open(mnist_dir / "train-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:2000].astype(np.int64)
-    return (images.astype(np.float32) - 33) / 78, labels
+    images = mnist.train_images[:2000].reshape(-1, 1, 28, 28)
+    return (images.astype(np.float32) - 33) / 78, mnist.train_labels[:2000].astype(np.int64)
 
 
 def make_trainer(data, epochs=2, seed=3, model_seed=1):
