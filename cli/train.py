@@ -119,18 +119,14 @@ def train(
 
     checkpoint_dir = Path(config.output.checkpoint_dir)
 
+    def save(path, **extra):
+        """The model with everything that goes with it, plus a checkpoint or metrics."""
+        save_model(path, model, norm.to_dict(), trainer.cost, config.to_dict(), **extra)
+        return path
+
     def save_checkpoint(name):
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = checkpoint_dir / name
-        save_model(
-            path,
-            model,
-            norm.to_dict(),
-            cost=trainer.cost,
-            config=config.to_dict(),
-            checkpoint=trainer.state_dict(),
-        )
-        return path
+        return save(checkpoint_dir / name, checkpoint=trainer.state_dict())
 
     if not quiet and not as_json:
         click.echo(
@@ -187,15 +183,7 @@ def train(
         "seconds": sum(s.seconds for s in trainer.history),
         "epochs": trainer.epoch,
     }
-    params_path = Path(config.output.params)
-    save_model(
-        params_path,
-        model,
-        norm.to_dict(),
-        cost=trainer.cost,
-        config=config.to_dict(),
-        metrics=metrics,
-    )
+    params_path = save(Path(config.output.params), metrics=metrics)
     if as_json:
         click.echo(json.dumps({"params": str(params_path), **metrics}))
     else:
