@@ -331,7 +331,11 @@ def read_idx(path):
     types); DataError names the file and what is wrong with it.
     """
     path = Path(path)
-    data = _idx_bytes(path)
+    return _parse_idx(_idx_bytes(path), path)
+
+
+def _parse_idx(data, path):
+    """The array in raw IDX bytes ``data``, with the header validated; errors name ``path``."""
     if len(data) < 4:
         raise DataError(f"{path}: {len(data)} bytes, too short for an IDX header")
     if data[:2] != b"\0\0":
@@ -366,14 +370,37 @@ class MNIST:
     test_labels: np.ndarray
 
 
+def _intact_payload(path, name):
+    """The decoded bytes of a cached file if it is there and genuine, else None."""
+    if not path.is_file():
+        return None
+    try:
+        data = _idx_bytes(path)
+    except DataError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == MNIST_FILES[name] else None
+
+
 def load_mnist(data_dir, mirrors=None, progress=None):
-    """MNIST from <data_dir>/mnist/, fetched and verified first if needed (see fetch_mnist)."""
-    paths = fetch_mnist(data_dir, mirrors, progress)
+    """MNIST from <data_dir>/mnist/, fetched and verified first if needed (see fetch_mnist).
+
+    Each cached file is decoded once, and the same bytes are both checked and parsed; the
+    mirrors are used only for files that are missing or fail the check.
+    """
+    cache = Path(data_dir) / "mnist"
+    payloads = {name: _intact_payload(cache / name, name) for name in MNIST_FILES}
+    if any(data is None for data in payloads.values()):
+        paths = fetch_mnist(data_dir, mirrors, progress)
+        payloads = {
+            name: _idx_bytes(paths[name]) if data is None else data
+            for name, data in payloads.items()
+        }
+    arrays = {name: _parse_idx(data, cache / name) for name, data in payloads.items()}
     return MNIST(
-        train_images=read_idx(paths[TRAIN_IMAGES]),
-        train_labels=read_idx(paths[TRAIN_LABELS]).astype(np.int64),
-        test_images=read_idx(paths[TEST_IMAGES]),
-        test_labels=read_idx(paths[TEST_LABELS]).astype(np.int64),
+        train_images=arrays[TRAIN_IMAGES],
+        train_labels=arrays[TRAIN_LABELS].astype(np.int64),
+        test_images=arrays[TEST_IMAGES],
+        test_labels=arrays[TEST_LABELS].astype(np.int64),
     )
 
 

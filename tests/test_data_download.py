@@ -325,6 +325,29 @@ def test_load_mnist_gives_arrays_of_the_documented_types(tmp_path, mnist_dir):
     assert set(mnist.train_labels.tolist()) == set(range(10))
 
 
+def test_load_mnist_reads_an_intact_cache_without_any_mirror(tmp_path, mnist_dir):
+    data.load_mnist(tmp_path, [str(mnist_dir)])  # fills the cache
+    unreachable = [str(tmp_path / "no-such-mirror")]
+    mnist = data.load_mnist(tmp_path, unreachable)
+    assert mnist.test_images.shape == (10000, 28, 28)
+
+
+def test_load_mnist_fetches_a_corrupt_cached_file_again(tmp_path, mnist_dir):
+    cache = tmp_path / "mnist"
+    cache.mkdir()
+    for name in data.MNIST_FILES:
+        shutil.copy(mnist_dir / name, cache / name)
+    # Valid gzip of a valid IDX file, but not MNIST's test labels.
+    (cache / data.TEST_LABELS).write_bytes(
+        gzip.compress(b"\0\0\x08\x01" + (10000).to_bytes(4, "big") + bytes(10000))
+    )
+    with pytest.raises(DownloadError):
+        data.load_mnist(tmp_path, [str(tmp_path / "no-such-mirror")])
+    mnist = data.load_mnist(tmp_path, [str(mnist_dir)])
+    assert set(mnist.test_labels.tolist()) == set(range(10))
+    assert payload_sha256(cache / data.TEST_LABELS) == data.MNIST_FILES[data.TEST_LABELS]
+
+
 def test_mirror_precedence():
     cli, config = ("http://cli/", "/cli/dir"), ["http://config/"]
     env = {data.MIRROR_ENV: "http://env/a/  file:///env/b"}
