@@ -25,9 +25,6 @@ class Loss:
     #: turns the network's last output into class scores (probabilities where it can)
     probabilities = staticmethod(lambda out: out)
 
-    def spec(self):
-        return self.kind
-
 
 class SoftmaxCrossEntropy(Loss):
     """Softmax and categorical cross-entropy fused, on the logits z.

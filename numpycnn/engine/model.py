@@ -124,7 +124,6 @@ class Sequential:
             k = parametrised.index(layer) + 1
             letter = "b" if name == "bias" else ("f" if layer.kind == "conv2d" else "w")
             self.param_names.append(f"{letter}{k}")
-        self._param_layers = [layer for layer, _, _ in ordered]
 
     def initialise(self, seed=0):
         """Draw every weight with its layer's initialiser (or the model's); zero the biases."""
@@ -214,14 +213,6 @@ class Sequential:
     def specs(self):
         """The layer specs that rebuild this network."""
         return [layer.spec() for layer in self.layers]
-
-    def summary(self):
-        """Rows (layer, output shape, parameter count) for display."""
-        rows = []
-        for layer, shape in zip(self.layers, self.shapes):
-            count = sum(p.size for p in layer.params.values())
-            rows.append((repr(layer), shape, count))
-        return rows
 
 
 def reference_network(dtype="float32", seed=0, init="reference"):
