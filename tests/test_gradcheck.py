@@ -50,6 +50,8 @@ def layer_sizes(layer, input_shape):
 
 # ----- layers -----
 
+# The kernels compute stride-1 convolutions of several channels by row shifts and the rest
+# (one channel, or a stride) by im2col: the cases cover both, with and without padding.
 CONV_CASES = [
     # (N, C, H, W), filters, kernel, stride, padding
     ((2, 1, 6, 6), 2, 3, 1, 0),

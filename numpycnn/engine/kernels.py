@@ -63,61 +63,119 @@ def im2col(x, kh, kw, stride):
     return v.reshape(n * oh * ow, kh * kw * c)
 
 
+def row_windows(x, kw):
+    """Copy (N*H*W - KW + 1, KW*C): row p lays pixels p .. p+KW-1 of ``x`` side by side.
+
+    Flattened to rows of channels, (N*H*W, C), the KW pixels under one row of a kernel are
+    KW consecutive rows, so these windows are one strided view (copied, because matrix
+    products need non-overlapping rows).
+    """
+    c = x.shape[3]
+    return sliding_window_view(x.reshape(-1), kw * c)[::c].copy()
+
+
 def conv2d_forward(x, weight, bias, stride=1, padding=0):
     """Cross-correlation of ``x`` (N, H, W, C) with ``weight`` (F, C, KH, KW), plus ``bias`` (F,).
 
     out[n, i, j, f] = bias[f] + sum_{c,u,v} x_pad[n, i*stride+u, j*stride+v, c] * weight[f, c, u, v]
 
-    Returns the output (N, OH, OW, F) and the im2col matrix that backward needs.
+    Returns the output (N, OH, OW, F) and the cache that ``conv2d_backward`` needs. Two
+    formulations give the same numbers:
+
+    - "rows" (stride 1, several channels): every pixel of the padded input grid is treated
+      as an output position. Flattened to rows, kernel offset (u, v) is then the constant
+      row shift u*Wp + v, so the output is KH products of ``row_windows`` slices with one
+      kernel row each, accumulated, then cropped to OH x OW. The window matrix is KH times
+      smaller than im2col's, which makes this about 1.6x faster for the reference's conv2.
+    - "im2col" (one channel, or stride > 1): one row per output position holding its whole
+      receptive field, and one product. With one channel the row windows would be too
+      thin for fast products; with a stride the grid would compute stride^2 times too much.
     """
     f, c, kh, kw = weight.shape
     xp = pad_hw(x, padding)
     n, hp, wp, _ = xp.shape
     oh, ow = output_size(hp, kh, stride), output_size(wp, kw, stride)
+    if stride == 1 and c > 1:
+        rows = n * hp * wp
+        # Output positions past `valid` would read beyond the last image; none is kept.
+        valid = rows - (kh - 1) * wp - (kw - 1)
+        xw = row_windows(xp, kw)
+        w_rows = weight.transpose(2, 0, 3, 1).reshape(kh, f, kw * c)  # (u, f, (v, c))
+        # Products as (F, K) @ (K, M), as for im2col below.
+        grid_t = np.empty((f, rows), dtype=xp.dtype)
+        buf = np.empty((f, valid), dtype=xp.dtype)
+        np.matmul(w_rows[0], xw[:valid].T, out=grid_t[:, :valid])
+        for u in range(1, kh):
+            np.matmul(w_rows[u], xw[u * wp : u * wp + valid].T, out=buf)
+            grid_t[:, :valid] += buf
+        # Crop to the real outputs, back in channels-last order, and add the bias, in one pass.
+        out = np.add(grid_t.T.reshape(n, hp, wp, f)[:, :oh, :ow], bias)
+        return out, ("rows", xw)
     cols = im2col(xp, kh, kw, stride)
     wmat = weight.transpose(0, 2, 3, 1).reshape(f, kh * kw * c)  # columns in cols' order
     # (F, K) @ (K, M) is about twice as fast as (M, K) @ (K, F) for these skinny shapes.
     out_t = wmat @ cols.T
     # Adding the bias while copying into channels-last order saves a pass over the output.
     out = np.add(out_t.T, bias, out=np.empty((out_t.shape[1], f), dtype=out_t.dtype))
-    return out.reshape(n, oh, ow, f), cols
+    return out.reshape(n, oh, ow, f), ("im2col", cols)
 
 
-def conv2d_backward(grad, cols, weight, x_shape, stride=1, padding=0, need_dx=True):
+def conv2d_backward(grad, cache, weight, x_shape, stride=1, padding=0, need_dx=True):
     """Gradients of the cross-correlation.
 
-    grad: dL/dout (N, OH, OW, F); cols: forward's im2col; x_shape: the unpadded (N, H, W, C).
-    dL/dweight = grad^T @ cols (reshaped), dL/dbias = sum of grad over N, OH, OW, and
+    grad: dL/dout (N, OH, OW, F); cache: forward's; x_shape: the unpadded (N, H, W, C).
+    dL/dbias = sum of grad over N, OH, OW;
+    dL/dweight[f, c, u, v] = sum_{n,i,j} grad[n, i, j, f] * x_pad[n, i*stride+u, j*stride+v, c];
     dL/dx_pad[n, i*stride+u, j*stride+v, :] += grad[n, i, j, :] @ weight[:, :, u, v]
     for every kernel offset (u, v). Returns (dx or None, dweight, dbias).
     """
+    mode, windows_ = cache
     f, c, kh, kw = weight.shape
     n, oh, ow, _ = grad.shape
-    g = grad.reshape(n * oh * ow, f)
-    dweight = (g.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
-    # A product with a ones vector sums the rows far faster than g.sum(axis=0).
-    dbias = np.ones(g.shape[0], dtype=g.dtype) @ g
-    if not need_dx:
-        return None, dweight, dbias
-    # The gradient is laid on the padded input's grid (zeros where no output sits) and both
-    # grids are flattened to rows of channels: an offset (u, v) is then the constant row
-    # shift u*Wp + v, so each offset costs one small product and one contiguous add.
     _, h, w, _ = x_shape
     hp, wp = h + 2 * padding, w + 2 * padding
-    g_grid = np.zeros((n, hp, wp, f), dtype=grad.dtype)
-    g_grid[:, : stride * oh : stride, : stride * ow : stride] = grad
-    g_rows = g_grid.reshape(-1, f)
-    rows = g_rows.shape[0]
-    # Valid outputs reach at most (kh-1)*wp + kw-1 rows further; the tail stays zero.
-    dx_rows = np.zeros((rows + (kh - 1) * wp + kw - 1, c), dtype=grad.dtype)
-    w_offsets = np.ascontiguousarray(weight.transpose(2, 3, 0, 1))  # (KH, KW, F, C)
+    # A product with a ones vector sums the rows far faster than grad.sum(axis=0).
+    dbias = np.ones(n * oh * ow, dtype=grad.dtype) @ grad.reshape(n * oh * ow, f)
+    if mode == "im2col":
+        dweight = (grad.reshape(n * oh * ow, f).T @ windows_).reshape(f, kh, kw, c)
+        dweight = dweight.transpose(0, 3, 1, 2)
+        if not need_dx:
+            return None, dweight, dbias
+    # Both gradients below work on the padded input's grid flattened to rows of channels,
+    # with the output gradient laid where its outputs sit and zeros elsewhere, so that
+    # kernel offset (u, v) is the constant row shift u*Wp + v. `lead` zero rows in front
+    # keep every backward shift in bounds.
+    rows = n * hp * wp
+    lead = (kh - 1) * wp + kw - 1
+    g_rows = np.zeros((lead + rows, f), dtype=grad.dtype)
+    g_grid = g_rows[lead:]
+    g_grid.reshape(n, hp, wp, f)[:, : stride * oh : stride, : stride * ow : stride] = grad
+    if mode == "rows":
+        # dweight[:, :, u, :] pairs each output's gradient with the row window u rows below.
+        valid = rows - (kh - 1) * wp - (kw - 1)
+        g_valid_t = g_grid[:valid].T
+        dweight = np.empty((kh, f, kw * c), dtype=grad.dtype)
+        for u in range(kh):
+            np.matmul(g_valid_t, windows_[u * wp : u * wp + valid], out=dweight[u])
+        dweight = dweight.reshape(kh, f, kw, c).transpose(1, 3, 0, 2)
+        if not need_dx:
+            return None, dweight, dbias
+    # dx[q] = sum_{u,v} g[q - u*Wp - v] @ weight[:, :, u, v]. The KW shifts of one kernel
+    # row are KW consecutive gradient rows, which one window copy lays side by side, so a
+    # kernel row costs one product with K = KW*F and one add.
+    g_win = sliding_window_view(g_rows.reshape(-1), kw * f)[::f].copy()
+    # w_rows[u] stacks weight[:, :, u, v] for v = KW-1 .. 0, to match g_win's row order.
+    w_rows = np.ascontiguousarray(weight[:, :, :, ::-1].transpose(2, 3, 0, 1)).reshape(
+        kh, kw * f, c
+    )
+    dx_rows = np.empty((rows, c), dtype=grad.dtype)
     buf = np.empty((rows, c), dtype=grad.dtype)
     for u in range(kh):
-        for v in range(kw):
-            shift = u * wp + v
-            np.matmul(g_rows, w_offsets[u, v], out=buf)
-            dx_rows[shift : shift + rows] += buf
-    dxp = dx_rows[:rows].reshape(n, hp, wp, c)
+        start = lead - u * wp - (kw - 1)
+        np.matmul(g_win[start : start + rows], w_rows[u], out=dx_rows if u == 0 else buf)
+        if u:
+            dx_rows += buf
+    dxp = dx_rows.reshape(n, hp, wp, c)
     if padding:
         dxp = dxp[:, padding:-padding, padding:-padding]
     return dxp, dweight, dbias

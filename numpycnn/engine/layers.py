@@ -91,7 +91,7 @@ class Conv2D(Layer):
 
     def forward(self, x):
         xh = to_nhwc(x)
-        out, self._cols = kernels.conv2d_forward(
+        out, self._cache = kernels.conv2d_forward(
             xh, self.params["weight"], self.params["bias"][:, 0], self.stride, self.padding
         )
         self._x_shape = xh.shape
@@ -100,7 +100,7 @@ class Conv2D(Layer):
     def backward(self, grad):
         dx, dw, db = kernels.conv2d_backward(
             to_nhwc(grad),
-            self._cols,
+            self._cache,
             self.params["weight"],
             self._x_shape,
             self.stride,
