@@ -169,7 +169,8 @@ class NumpycnnSide:
 
     name = "numpycnn"
 
-    def __init__(self, params, x, y):
+    def __init__(self, params, x, y, threads=1):
+        self.threads = threads
         self.model = reference_network()
         self.model.set_params(params)
         self.optimizer = Adam(lr=LR)
@@ -185,8 +186,9 @@ class NumpycnnSide:
 
     def predict(self, x, batch_size):
         # numpycnn's predict works through the images in cache-sized blocks of its own
-        # choosing (64); the batch size asked of the user-facing call is the whole set.
-        return self.model.predict(x)
+        # choosing (64), shared among the benchmark's threads; the batch size asked of the
+        # user-facing call is the whole set.
+        return self.model.predict(x, threads=self.threads)
 
     def logits(self, x):
         return self.model.forward(x)
@@ -258,8 +260,8 @@ def copy_params(params, net):
             layer.bias.copy_(torch.from_numpy(np.ascontiguousarray(b[:, 0])))
 
 
-def make_sides(params, x, y, with_torch):
-    sides = [NumpycnnSide(params, x, y)]
+def make_sides(params, x, y, with_torch, threads=1):
+    sides = [NumpycnnSide(params, x, y, threads)]
     if with_torch:
         sides.append(TorchSide(params, x, y))
     return sides
@@ -282,10 +284,10 @@ def bench_training(params, data, order, batch_size, args, with_torch):
     """One epoch (or ``--batches``) at ``batch_size``, chunk by chunk, sides alternating."""
     x, y, xt, yt = data["x"], data["y"], data["test_x"], data["test_y"]
     batches = epoch_batches(order, batch_size, args.batches)
-    warm = make_sides(params, x, y, with_torch)  # first calls pay one-off setup costs
+    warm = make_sides(params, x, y, with_torch, args.threads)  # first calls pay one-off setup costs
     for side in warm:
         side.train(batches[:3])
-    sides = make_sides(params, x, y, with_torch)
+    sides = make_sides(params, x, y, with_torch, args.threads)
     chunks = [c for c in np.array_split(np.arange(len(batches)), args.chunks) if len(c)]
     times = {s.name: [] for s in sides}
     rates = {s.name: [] for s in sides}

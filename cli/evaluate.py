@@ -9,7 +9,7 @@ from numpycnn.data import Normalization, load_mnist, resolve_data_dir, resolve_m
 from numpycnn.modelfile import load_model
 from numpycnn.training import evaluate
 
-from .options import data_options, download_progress, quiet_option, reports_errors
+from .options import data_options, download_progress, quiet_option, reports_errors, threads_option
 
 
 def format_report(report):
@@ -34,6 +34,7 @@ def format_report(report):
 @click.command("eval")
 @click.argument("params", default="params.pkl", type=click.Path(dir_okay=False, path_type=Path))
 @data_options
+@threads_option
 @quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @click.option(
@@ -44,7 +45,7 @@ def format_report(report):
     "(needs matplotlib: pip install 'numpycnn[plot]').",
 )
 @reports_errors
-def evaluate_command(params, data_dir, mirrors, quiet, as_json, plot):
+def evaluate_command(params, data_dir, mirrors, threads, quiet, as_json, plot):
     """Evaluate a saved model on the 10,000 MNIST test images.
 
     PARAMS is a model file written by `numpycnn train` (default params.pkl) or a
@@ -63,7 +64,7 @@ def evaluate_command(params, data_dir, mirrors, quiet, as_json, plot):
         progress=download_progress(quiet),
     )
     norm = Normalization.from_dict(saved.normalization)
-    report = evaluate(saved.model, norm.norm(mnist.test_images), mnist.test_labels)
+    report = evaluate(saved.model, norm.norm(mnist.test_images), mnist.test_labels, threads=threads)
     if plot is not None:
         from .plots import plot_report
 

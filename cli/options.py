@@ -1,6 +1,7 @@
 """Options and helpers shared by the commands: data location, mirrors, progress, errors."""
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,24 @@ config_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="YAML (.yaml/.yml) or INI (.ini) file: network, data, training, output. "
     "Without it: the reference network with the default recipe (configs/default.yaml).",
+)
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity), not merely those the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=usable_cpus,
+    show_default="the usable CPUs",
+    help="Threads that share the predictions (test and validation scoring).",
 )
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Show no progress bars.")

@@ -21,6 +21,7 @@ from .options import (
     progress_factory,
     quiet_option,
     reports_errors,
+    threads_option,
 )
 
 INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (128 + SIGINT)
@@ -67,11 +68,24 @@ def _percent(value):
     help="Continue a run from one of its checkpoints, optimiser state included.",
 )
 @data_options
+@threads_option
 @quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @reports_errors
 def train(
-    config_path, epochs, batch_size, lr, seed, limit, out, resume, data_dir, mirrors, quiet, as_json
+    config_path,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    limit,
+    out,
+    resume,
+    data_dir,
+    mirrors,
+    threads,
+    quiet,
+    as_json,
 ):
     """Train a network on MNIST and save it.
 
@@ -90,7 +104,7 @@ def train(
         if config_path or any(v is not None for v in (batch_size, lr, seed, limit)):
             raise click.UsageError(
                 "--resume continues a run with its own settings: only --epochs, --out, "
-                "--data-dir, --mirror, --quiet and --json may be given with it"
+                "--data-dir, --mirror, --threads, --quiet and --json may be given with it"
             )
         checkpoint = load_model(resume)
         if checkpoint.checkpoint is None or checkpoint.config is None:
@@ -113,7 +127,7 @@ def train(
         resolve_mirrors(mirrors, data_cfg.mirrors),
         progress=download_progress(quiet),
     )
-    run = prepare(config, mnist, checkpoint)
+    run = prepare(config, mnist, checkpoint, threads=threads)
     model, trainer, norm = run.model, run.trainer, run.normalization
     optimizer = trainer.optimizer
 
@@ -174,7 +188,7 @@ def train(
         )
         sys.exit(INTERRUPTED)
 
-    test = evaluate(model, norm.norm(mnist.test_images), mnist.test_labels)
+    test = evaluate(model, norm.norm(mnist.test_images), mnist.test_labels, threads=threads)
     last = trainer.history[-1] if trainer.history else None
     metrics = {
         "test_accuracy": test["accuracy"],

@@ -38,11 +38,22 @@ class Trainer:
     batches of ``batch_size`` (the last one may be smaller). ``val`` is an optional
     (images, labels) pair scored after every epoch. Epoch k (from 0) uses the learning rate
     ``optimizer.lr * lr_decay**k``: a function of the epoch alone, so resuming needs no
-    schedule state.
+    schedule state. ``threads`` share the validation predictions (``Sequential.predict``).
     """
 
     def __init__(
-        self, model, optimizer, x, y, *, epochs, batch_size, seed=0, val=None, lr_decay=1.0
+        self,
+        model,
+        optimizer,
+        x,
+        y,
+        *,
+        epochs,
+        batch_size,
+        seed=0,
+        val=None,
+        lr_decay=1.0,
+        threads=1,
     ):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -52,6 +63,7 @@ class Trainer:
         self.x, self.y = x, np.asarray(y)
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.val = val
+        self.threads = int(threads)
         self.base_lr, self.lr_decay = optimizer.lr, float(lr_decay)
         self.rng = np.random.default_rng(seed)
         self.epoch = 0  # epochs completed
@@ -119,7 +131,9 @@ class Trainer:
     def _finish_epoch(self):
         val_accuracy = None
         if self.val is not None and len(self.val[0]):
-            val_accuracy = float((self.model.predict(self.val[0]) == self.val[1]).mean())
+            val_accuracy = float(
+                (self.model.predict(self.val[0], threads=self.threads) == self.val[1]).mean()
+            )
         stats = EpochStats(
             epoch=self.epoch + 1,
             train_loss=self._epoch_loss / self.batches_per_epoch,
@@ -183,13 +197,13 @@ class Run:
     normalization: Normalization
 
 
-def prepare(config, mnist, checkpoint=None):
+def prepare(config, mnist, checkpoint=None, threads=1):
     """Set up training ``config`` (a ``numpycnn.config.Config``) on ``mnist``.
 
     Splits and normalises the data as the config says (statistics from the training images
     only) and builds the network, the optimiser and the trainer. With ``checkpoint`` (a
     loaded model file holding one) the run continues from it: its model, normalisation and
-    training state replace fresh ones.
+    training state replace fresh ones. ``threads`` share validation predictions.
     """
     data, t = config.data, config.training
     train_x, train_y, val_x, val_y = split_train(
@@ -211,19 +225,21 @@ def prepare(config, mnist, checkpoint=None):
         seed=t.seed,
         val=(norm.norm(val_x), val_y) if len(val_y) else None,
         lr_decay=t.lr_decay,
+        threads=threads,
     )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint.checkpoint)
     return Run(model, trainer, norm)
 
 
-def evaluate(model, images, labels, classes=10, batch_size=64):
+def evaluate(model, images, labels, classes=10, batch_size=64, threads=1):
     """Accuracy, per-class precision and recall, and the confusion matrix.
 
-    confusion[t, p] counts images of true class t predicted as p.
+    confusion[t, p] counts images of true class t predicted as p. ``threads`` share the
+    predictions (``Sequential.predict``).
     """
     labels = np.asarray(labels)
-    predicted = model.predict(images, batch_size=batch_size)
+    predicted = model.predict(images, batch_size=batch_size, threads=threads)
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     support = confusion.sum(axis=1)

@@ -259,3 +259,18 @@ def test_malicious_pickle_is_refused_not_run(tmp_path):
 def test_params_that_is_a_directory_is_a_usage_error(tmp_path):
     line = error_line(invoke("eval", tmp_path), code=2)
     assert line.startswith("Invalid value for '[PARAMS]'") and str(tmp_path) in line
+
+
+def test_one_thread_gives_the_same_report(reference_json, reference_params_path, mnist_dir):
+    """--threads only shares the work: one thread reports exactly what the default did."""
+    with pytest.MonkeyPatch.context() as mp:
+        fake_mnist(mp, mnist_dir)
+        result = invoke("eval", reference_params_path, "--json", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert last_json(result) == reference_json
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_bad_thread_count_is_a_usage_error(tmp_path, reference_params_path, value):
+    line = error_line(invoke("eval", reference_params_path, "--threads", value), code=2)
+    assert "'--threads'" in line and value in line

@@ -604,3 +604,31 @@ def test_short_training_run(mnist_subset):
     # Measured: test loss 2.30 -> 0.26, accuracy 92.2% (seeds 1 and 2: 92.1%, 93.1%).
     assert final < 0.45
     assert accuracy > 0.90
+
+
+@pytest.mark.parametrize("threads,batch_size", [(2, 64), (3, 128), (8, 256)])
+def test_threaded_prediction_matches_serial(
+    mnist_subset, reference_params_path, threads, batch_size
+):
+    """Blocks shared among threads (uneven shares, more threads than blocks) give the
+    serial scores, in order, and leave the model able to train."""
+    from numpycnn.modelfile import load_model
+
+    model = load_model(reference_params_path).model
+    x, y = mnist_subset[2], mnist_subset[3]
+    serial = model.predict_proba(x, batch_size=batch_size)
+    threaded = model.predict_proba(x, batch_size=batch_size, threads=threads)
+    np.testing.assert_allclose(threaded, serial, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(threaded.argmax(axis=1), serial.argmax(axis=1))
+    assert np.mean(model.predict(x, threads=threads) == y) > 0.97
+    # The model's own layers still hold a consistent forward/backward pair.
+    loss, _ = model.loss_on(x[:16], y[:16])
+    model.backward()
+    assert np.isfinite(loss) and np.any(model.flat_grads != 0)
+
+
+def test_prediction_of_no_images():
+    model = reference_network()
+    for threads in (1, 2):
+        out = model.predict_proba(np.zeros((0, 1, 28, 28), np.float32), threads=threads)
+        assert out.shape == (0, 10) and out.dtype == model.dtype

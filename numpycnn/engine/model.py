@@ -7,9 +7,12 @@ order, which for the reference network is the reference's order
 ``[f1, f2, w3, w4, b1, b2, b3, b4]``; optimisers update that flat array in one go.
 """
 
+import copy
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import init as initialisers
 from . import losses
@@ -149,10 +152,11 @@ class Sequential:
                 )
         return x
 
-    def forward(self, x):
-        """The last layer's output for a batch ``x`` (N, C, H, W), keeping backward's caches."""
+    def forward(self, x, layers=None):
+        """The last layer's output for a batch ``x`` (N, C, H, W), keeping backward's caches
+        in the layers (``layers``: copies of this model's, for another thread)."""
         out = self._as_input(x)
-        for layer in self.layers:
+        for layer in self.layers if layers is None else layers:
             out = layer.forward(out)
         return out
 
@@ -175,19 +179,38 @@ class Sequential:
         optimizer.step(self.flat_params, self.flat_grads)
         return loss, int((out.argmax(axis=1) == labels).sum())
 
-    def predict_proba(self, x, batch_size=64):
+    def predict_proba(self, x, batch_size=64, threads=1):
         """Class scores (probabilities for softmax and sigmoid outputs), ``batch_size``
-        images per forward pass. Small blocks keep each conv layer's im2col matrix in
-        cache: here 64 predicts about 1.5x faster than 1,000, in a sixth of the memory."""
-        x = np.asarray(x)
-        parts = [
-            self.loss.probabilities(self.forward(x[i : i + batch_size]))
-            for i in range(0, x.shape[0], batch_size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0,) + self.output_shape)
+        images per forward pass. Small blocks keep each layer's working arrays in cache:
+        here 64 predicts about 1.5x faster than 1,000, in a sixth of the memory.
 
-    def predict(self, x, batch_size=64):
-        return self.predict_proba(x, batch_size).argmax(axis=1)
+        ``threads`` > 1 shares the blocks among that many threads, each running its own
+        shallow copy of the layers (the parameters are shared, the caches are not) with
+        BLAS held to one thread, so that NumPy's single-threaded passes run in parallel too.
+        """
+        x = np.asarray(x)
+        starts = list(range(0, x.shape[0], batch_size))
+        if not starts:
+            return np.zeros((0,) + self.output_shape, dtype=self.dtype)
+
+        def scores(layers, group):
+            return [
+                self.loss.probabilities(self.forward(x[i : i + batch_size], layers)) for i in group
+            ]
+
+        threads = max(1, min(int(threads), len(starts)))
+        if threads == 1:
+            return np.concatenate(scores(self.layers, starts))
+        groups = [list(g) for g in np.array_split(starts, threads)]
+        copies = [self.layers] + [
+            [copy.copy(layer) for layer in self.layers] for _ in range(threads - 1)
+        ]
+        with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
+            futures = [pool.submit(scores, c, g) for c, g in zip(copies, groups)]
+            return np.concatenate([p for f in futures for p in f.result()])
+
+    def predict(self, x, batch_size=64, threads=1):
+        return self.predict_proba(x, batch_size, threads).argmax(axis=1)
 
     # ----- parameters -----
 
