@@ -182,25 +182,33 @@ def conv2d_backward(grad, cache, weight, x_shape, stride=1, padding=0, need_dx=T
 
 
 def maxpool_forward(x, size, stride):
-    """Max over each size x size window of ``x`` (N, H, W, C).
+    """Max over each size x size window of ``x`` (N, H, W, C): (N, OH, OW, C).
 
-    Returns the output (N, OH, OW, C) and, for each window offset in row-major order, a
-    mask of the outputs whose first maximum sits at that offset: ties (frequent after
-    ReLU) go to the first, as in the reference. A few elementwise passes over strided
-    views, cheaper than gathering the windows and taking an argmax.
+    A few elementwise passes over one strided view per window offset, cheaper than
+    gathering the windows and reducing them.
     """
     v = windows(x, size, size, stride)
-    offsets = [v[:, :, :, u, w] for u in range(size) for w in range(size)]
-    out = offsets[0].copy()
-    for view in offsets[1:]:
-        np.maximum(out, view, out=out)
+    out = v[:, :, :, 0, 0].copy()
+    for u in range(size):
+        for w in range(size):
+            if u or w:
+                np.maximum(out, v[:, :, :, u, w], out=out)
+    return out
+
+
+def first_max_masks(x, out, size, stride):
+    """For each window offset in row-major order, a mask of the windows whose first maximum
+    sits there: ties (frequent after ReLU) go to the first, as in the reference. Worked out
+    from the input and output only when a gradient needs them, so prediction skips it."""
+    v = windows(x, size, size, stride)
     taken = np.zeros(out.shape, dtype=bool)
     masks = []
-    for view in offsets:
-        first = (view == out) & ~taken
-        taken |= first
-        masks.append(first)
-    return out, masks
+    for u in range(size):
+        for w in range(size):
+            first = (v[:, :, :, u, w] == out) & ~taken
+            taken |= first
+            masks.append(first)
+    return masks
 
 
 def maxpool_backward(grad, masks, x_shape, size, stride):

@@ -151,16 +151,19 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x):
         xh = to_nhwc(x)
-        out, self._masks = kernels.maxpool_forward(xh, self.size, self.stride)
-        self._x_shape = xh.shape
+        out = kernels.maxpool_forward(xh, self.size, self.stride)
+        self._x, self._out = xh, out
         return to_nchw(out)
 
     def switches(self):
-        return tuple(self._masks)
+        return tuple(self._masks())
+
+    def _masks(self):
+        return kernels.first_max_masks(self._x, self._out, self.size, self.stride)
 
     def backward(self, grad):
         dx = kernels.maxpool_backward(
-            to_nhwc(grad), self._masks, self._x_shape, self.size, self.stride
+            to_nhwc(grad), self._masks(), self._x.shape, self.size, self.stride
         )
         return to_nchw(dx)
 
