@@ -186,7 +186,7 @@ class NumpycnnSide:
 
     def predict(self, x, batch_size):
         # numpycnn's predict works through the images in cache-sized blocks of its own
-        # choosing (64), shared among the benchmark's threads; the batch size asked of the
+        # choosing (32), shared among the benchmark's threads; the batch size asked of the
         # user-facing call is the whole set.
         return self.model.predict(x, threads=self.threads)
 
@@ -500,7 +500,7 @@ def report(results):
     inf = results["inference"]
     lines.append(
         f"inference, {inf['images']:,} test images (torch: batch {inf['batch_size']}; "
-        f"numpycnn: predict() on all, in its own blocks of 64), median of "
+        f"numpycnn: predict() on all, in its own blocks of 32, on the same threads), median of "
         f"{inf['repetitions']} interleaved runs"
     )
     lines.append(head)

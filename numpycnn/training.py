@@ -232,7 +232,7 @@ def prepare(config, mnist, checkpoint=None, threads=1):
     return Run(model, trainer, norm)
 
 
-def evaluate(model, images, labels, classes=10, batch_size=64, threads=1):
+def evaluate(model, images, labels, classes=10, batch_size=32, threads=1):
     """Accuracy, per-class precision and recall, and the confusion matrix.
 
     confusion[t, p] counts images of true class t predicted as p. ``threads`` share the
