@@ -1,8 +1,8 @@
 """Vectorised convolution and pooling kernels.
 
 The kernels work on channels-last arrays, (N, H, W, C), C-contiguous. In that layout a
-receptive field of a KH x KW kernel is KH runs of KW*C contiguous numbers, so gathering all of
-them (im2col) is a fast copy and the convolution becomes one matrix product. The layers in
+receptive field of a KH x KW kernel is KH runs of KW*C contiguous numbers, so gathering them
+is a fast copy and a convolution becomes matrix products (see ``conv2d_forward``). The layers in
 ``layers.py`` present the usual NCHW shapes to the outside and keep channels-last memory
 behind them (see ``to_nhwc``), so no transposes are paid between layers.
 
