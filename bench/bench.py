@@ -370,7 +370,10 @@ def memory_child(spec):
     x = norm.norm(images)
     data_mb = peak_rss_mb()
     params = reference_network(seed=spec["seed"]).get_params()
-    side = (TorchSide if side_name == "torch" else NumpycnnSide)(params, x, labels)
+    if side_name == "torch":
+        side = TorchSide(params, x, labels)
+    else:  # predicting as in the timed runs, on the benchmark's threads
+        side = NumpycnnSide(params, x, labels, spec["threads"])
     if task == "train":
         order = np.random.default_rng(spec["seed"]).permutation(len(x))
         side.train(epoch_batches(order, spec["batch_size"], spec["batches"]))

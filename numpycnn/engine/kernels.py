@@ -63,15 +63,15 @@ def im2col(x, kh, kw, stride):
     return v.reshape(n * oh * ow, kh * kw * c)
 
 
-def row_windows(x, kw):
-    """Copy (N*H*W - KW + 1, KW*C): row p lays pixels p .. p+KW-1 of ``x`` side by side.
+def row_windows(rows, kw):
+    """Copy (R - KW + 1, KW*C) of ``rows`` (R, C): row p lays rows p .. p+KW-1 side by side.
 
-    Flattened to rows of channels, (N*H*W, C), the KW pixels under one row of a kernel are
-    KW consecutive rows, so these windows are one strided view (copied, because matrix
-    products need non-overlapping rows).
+    An image batch flattened to rows of channels, (N*H*W, C), has the KW pixels under one
+    row of a kernel on KW consecutive rows, so these windows are one strided view (copied,
+    because matrix products need non-overlapping rows).
     """
-    c = x.shape[3]
-    return sliding_window_view(x.reshape(-1), kw * c)[::c].copy()
+    c = rows.shape[1]
+    return sliding_window_view(rows.reshape(-1), kw * c)[::c].copy()
 
 
 def conv2d_forward(x, weight, bias, stride=1, padding=0):
@@ -99,7 +99,7 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0):
         rows = n * hp * wp
         # Output positions past `valid` would read beyond the last image; none is kept.
         valid = rows - (kh - 1) * wp - (kw - 1)
-        xw = row_windows(xp, kw)
+        xw = row_windows(xp.reshape(rows, c), kw)
         w_rows = weight.transpose(2, 0, 3, 1).reshape(kh, f, kw * c)  # (u, f, (v, c))
         # Products as (F, K) @ (K, M): here as fast as (M, K) @ (K, F), and they give
         # bit-identical outputs for identical receptive fields (constant background) in float64.
@@ -128,7 +128,7 @@ def conv2d_backward(grad, cache, weight, x_shape, stride=1, padding=0, need_dx=T
     dL/dx_pad[n, i*stride+u, j*stride+v, :] += grad[n, i, j, :] @ weight[:, :, u, v]
     for every kernel offset (u, v). Returns (dx or None, dweight, dbias).
     """
-    mode, windows_ = cache
+    mode, matrix = cache
     f, c, kh, kw = weight.shape
     n, oh, ow, _ = grad.shape
     _, h, w, _ = x_shape
@@ -136,7 +136,7 @@ def conv2d_backward(grad, cache, weight, x_shape, stride=1, padding=0, need_dx=T
     # A product with a ones vector sums the rows far faster than grad.sum(axis=0).
     dbias = np.ones(n * oh * ow, dtype=grad.dtype) @ grad.reshape(n * oh * ow, f)
     if mode == "im2col":
-        dweight = (grad.reshape(n * oh * ow, f).T @ windows_).reshape(f, kh, kw, c)
+        dweight = (grad.reshape(n * oh * ow, f).T @ matrix).reshape(f, kh, kw, c)
         dweight = dweight.transpose(0, 3, 1, 2)
         if not need_dx:
             return None, dweight, dbias
@@ -155,14 +155,14 @@ def conv2d_backward(grad, cache, weight, x_shape, stride=1, padding=0, need_dx=T
         g_valid_t = g_grid[:valid].T
         dweight = np.empty((kh, f, kw * c), dtype=grad.dtype)
         for u in range(kh):
-            np.matmul(g_valid_t, windows_[u * wp : u * wp + valid], out=dweight[u])
+            np.matmul(g_valid_t, matrix[u * wp : u * wp + valid], out=dweight[u])
         dweight = dweight.reshape(kh, f, kw, c).transpose(1, 3, 0, 2)
         if not need_dx:
             return None, dweight, dbias
     # dx[q] = sum_{u,v} g[q - u*Wp - v] @ weight[:, :, u, v]. The KW shifts of one kernel
     # row are KW consecutive gradient rows, which one window copy lays side by side, so a
     # kernel row costs one product with K = KW*F and one add.
-    g_win = sliding_window_view(g_rows.reshape(-1), kw * f)[::f].copy()
+    g_win = row_windows(g_rows, kw)
     # w_rows[u] stacks weight[:, :, u, v] for v = KW-1 .. 0, to match g_win's row order.
     w_rows = np.ascontiguousarray(weight[:, :, :, ::-1].transpose(2, 3, 0, 1)).reshape(
         kh, kw * f, c
