@@ -17,7 +17,7 @@ import os
 import pickle
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,9 @@ class _Problem(Exception):
 @dataclass
 class ModelFile:
     """A loaded model file. ``config`` is plain data (``Config.from_dict`` rebuilds it);
-    ``metadata`` holds the stored format, versions and network description."""
+    ``metadata`` holds the stored format, versions and network description; ``history`` is
+    one plain dict per trained epoch (``training.EpochStats`` as a dict), empty for files
+    written before it existed."""
 
     model: Sequential
     normalization: dict
@@ -69,6 +71,7 @@ class ModelFile:
     metrics: dict | None
     checkpoint: dict | None
     metadata: dict
+    history: list = field(default_factory=list)
 
 
 def _allowed_globals():
@@ -195,6 +198,14 @@ def _cost(value):
     return [float(c) for c in value]
 
 
+def _history(value):
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(e, dict) for e in value):
+        raise _Problem("history must be a list of dicts, one per epoch")
+    return [dict(e) for e in value]
+
+
 def _optional_dict(key, value):
     value = value.to_dict() if hasattr(value, "to_dict") else value
     if value is not None and not isinstance(value, dict):
@@ -237,6 +248,7 @@ def _model_file(stored):
         metrics=_optional_dict("metrics", stored["metrics"]),
         checkpoint=_optional_dict("checkpoint", stored.get("checkpoint")),
         metadata={key: stored[key] for key in METADATA},
+        history=_history(stored.get("history")),
     )
 
 
@@ -263,7 +275,16 @@ def load_model(path):
         raise ModelFileError(f"{name}: {exc}") from None
 
 
-def save_model(path, model, normalization, cost=(), config=None, metrics=None, checkpoint=None):
+def save_model(
+    path,
+    model,
+    normalization,
+    cost=(),
+    config=None,
+    metrics=None,
+    checkpoint=None,
+    history=None,
+):
     """Write ``model`` and its companions to ``path`` atomically.
 
     ``normalization`` and ``config`` may be dicts or objects with ``to_dict()``. The pickle is
@@ -288,6 +309,8 @@ def save_model(path, model, normalization, cost=(), config=None, metrics=None, c
         }
         if checkpoint is not None:
             stored["checkpoint"] = _optional_dict("checkpoint", checkpoint)
+        if history:
+            stored["history"] = _history(history)
         data = pickle.dumps(stored, protocol=PROTOCOL)
         _parse(data)
     except _Problem as exc:
