@@ -111,22 +111,54 @@ class Sequential:
         ordered = [e for e in entries if e[1] == "weight"] + [
             e for e in entries if e[1] != "weight"
         ]
+        self._ordered = ordered
         total = sum(math.prod(s) for _, _, s in ordered)
-        self.flat_params = np.zeros(total, dtype=self.dtype)
-        self.flat_grads = np.zeros(total, dtype=self.dtype)
+        self._bind(np.zeros(total, dtype=self.dtype), np.zeros(total, dtype=self.dtype))
         parametrised = [layer for layer, name, _ in entries if name == "weight"]
-        self.params, self.grads, self.param_names = [], [], []
-        offset = 0
-        for layer, name, pshape in ordered:
-            size = math.prod(pshape)
-            layer.params[name] = self.flat_params[offset : offset + size].reshape(pshape)
-            layer.grads[name] = self.flat_grads[offset : offset + size].reshape(pshape)
-            offset += size
-            self.params.append(layer.params[name])
-            self.grads.append(layer.grads[name])
+        self.param_names = []
+        for layer, name, _ in ordered:
             k = parametrised.index(layer) + 1
             letter = "b" if name == "bias" else ("f" if layer.kind == "conv2d" else "w")
             self.param_names.append(f"{letter}{k}")
+
+    def _bind(self, flat_params, flat_grads):
+        """Make every layer's parameters and gradients views into these flat buffers."""
+        self.flat_params, self.flat_grads = flat_params, flat_grads
+        self.params, self.grads = [], []
+        offset = 0
+        for layer, name, pshape in self._ordered:
+            size = math.prod(pshape)
+            layer.params[name] = flat_params[offset : offset + size].reshape(pshape)
+            layer.grads[name] = flat_grads[offset : offset + size].reshape(pshape)
+            offset += size
+            self.params.append(layer.params[name])
+            self.grads.append(layer.grads[name])
+
+    def use_buffers(self, flat_params, flat_grads, copy=True):
+        """Move the flat parameter and gradient buffers into the given arrays.
+
+        Both must be 1-D, C-contiguous, of the model's dtype and ``num_params`` long (e.g.
+        views of shared memory, so that other processes see every update). With ``copy``
+        the current values are copied in first; without it the arrays' contents become the
+        parameters. Every view (``params``, ``grads``, each layer's) is rebuilt: views taken
+        before this call keep pointing at the old buffers.
+        """
+        for what, a in (("flat_params", flat_params), ("flat_grads", flat_grads)):
+            if not (
+                isinstance(a, np.ndarray)
+                and a.shape == (self.num_params,)
+                and a.dtype == self.dtype
+                and a.flags.c_contiguous
+                and a.flags.writeable
+            ):
+                raise ValueError(
+                    f"{what} must be a writeable contiguous {self.dtype} array of shape "
+                    f"({self.num_params},)"
+                )
+        if copy:
+            flat_params[...] = self.flat_params
+            flat_grads[...] = self.flat_grads
+        self._bind(flat_params, flat_grads)
 
     def initialise(self, seed=0):
         """Draw every weight with its layer's initialiser (or the model's); zero the biases."""
