@@ -1,0 +1,583 @@
+"""Data-parallel training and prediction on a persistent pool of worker processes.
+
+``WorkerPool(model, images, labels, workers=N)`` starts N processes once. The training
+images and labels, the model's flat parameters and gradients, and one gradient slot per
+worker live in shared memory (``multiprocessing.shared_memory``): no worker copies the data
+set, and a step sends each worker one tiny tuple through its pipe and gets one back.
+
+``pool.step(idx)`` splits the batch ``images[idx]`` into N contiguous shares; worker k
+computes the loss and gradient of its share with the engine's own layers into its slot, and
+the main process sums the slots in worker order, each weighted by its share of the batch,
+into ``model.flat_grads``: the gradient of the batch's mean loss, as ``model.loss_on`` and
+``model.backward`` compute it in one process, up to the rounding of the summation. The
+optimiser steps in the caller, on ``model.flat_params``, which the workers read. The same
+inputs and worker count give bit-identical results run after run; different worker counts
+differ only in summation order.
+
+A worker that dies makes the next call raise ``WorkerError`` naming it and how it ended;
+the pool then closes itself. ``close()`` (or leaving the ``with`` block, or the pool being
+collected, or the interpreter exiting) stops the workers and unlinks every segment. Workers
+ignore SIGINT, so that Ctrl-C reaches only the main process, and exit by themselves when
+the main process goes away.
+"""
+
+import math
+import multiprocessing
+import os
+import secrets
+import signal
+import sys
+import time
+import traceback
+import weakref
+from multiprocessing import connection, resource_tracker, shared_memory
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .engine import Sequential, losses
+
+#: The smallest useful share of a batch, in images. A worker's step has a fixed cost (a
+#: Python call per layer, a pipe round trip, one more gradient slot for the main process to
+#: add up) besides its arithmetic; on the reference network 8 images still take a few
+#: milliseconds, far above that cost, while fewer would make it count. So the default
+#: worker count is capped at batch_size // 8: 4 workers at batch 32, 16 at batch 128.
+MIN_SHARE = 8
+
+#: Below this many images ``predict_proba`` runs in the calling process: a few blocks take
+#: less time than handing them to the workers, and one image is never slower than without
+#: a pool.
+PREDICT_IN_PROCESS_BELOW = 128
+
+#: How often an idle worker checks that the process that started it is still there.
+PARENT_POLL_SECONDS = 1.0
+
+#: How long ``close`` waits for the workers to stop on their own before terminating them.
+STOP_SECONDS = 2.0
+
+_ALIGN = 64  # bytes: each array of a segment starts on a cache line
+
+
+class WorkerError(RuntimeError):
+    """A worker died or failed. ``rank``, ``pid`` and ``exitcode`` say which and how
+    (a negative exit code is the signal that ended it); ``details`` holds a failed worker's
+    traceback text. The pool is closed by the time this is raised."""
+
+    def __init__(self, message, rank=None, pid=None, exitcode=None, details=None):
+        super().__init__(message)
+        self.rank, self.pid, self.exitcode, self.details = rank, pid, exitcode, details
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(batch_size=32):
+    """The default worker count: the usable CPUs, at most ``batch_size // MIN_SHARE`` so
+    that every worker gets a useful share of a batch (see ``MIN_SHARE``), at least 1."""
+    return max(1, min(usable_cpus(), int(batch_size) // MIN_SHARE))
+
+
+def shares(n, workers):
+    """The (start, stop) ranges of ``n`` items split into ``workers`` contiguous shares,
+    as even as possible (the first ones one longer); a function of n and workers alone."""
+    sizes = [n // workers + (k < n % workers) for k in range(workers)]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# ----- shared memory -----
+
+
+def _layout(fields):
+    """Byte offsets of ``fields`` [(key, shape, dtype)], each aligned; (offsets, total)."""
+    offsets, total = [], 0
+    for _, shape, dtype in fields:
+        offsets.append(total)
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        total += -(-nbytes // _ALIGN) * _ALIGN
+    return offsets, max(total, _ALIGN)
+
+
+def _views(shm, fields):
+    """The arrays ``fields`` describes, as views of segment ``shm``."""
+    offsets, _ = _layout(fields)
+    return {
+        key: np.ndarray(shape, dtype=dtype, buffer=shm.buf, offset=off)
+        for (key, shape, dtype), off in zip(fields, offsets)
+    }
+
+
+def _create(fields):
+    """A new segment sized for ``fields``, named after this process, owned by it."""
+    _, size = _layout(fields)
+    while True:
+        name = f"numpycnn-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            return shared_memory.SharedMemory(name=name, create=True, size=size)
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+
+
+def _attach(name):
+    """Open an existing segment without registering it with the resource tracker.
+
+    Python < 3.13 registers every attached segment, as if the attaching process owned it;
+    the tracker then unlinks or warns about segments their owner still uses. Only the
+    owner (the main process) registers and unlinks: workers just map.
+    """
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None  # this worker process only
+    try:
+        return shared_memory.SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
+def _release(shm, unlink):
+    """Unmap ``shm`` (unless arrays still use it: then when they go) and, as its owner,
+    unlink it and take it off the resource tracker's list."""
+    try:
+        shm.close()
+    except BufferError:  # views still alive: the mapping goes when they do
+        pass
+    if unlink:
+        try:
+            shm.unlink()
+        except FileNotFoundError:  # someone removed it: still forget it in the tracker
+            try:
+                resource_tracker.unregister(shm._name, "shared_memory")
+            except Exception:  # pragma: no cover
+                pass
+
+
+# ----- the worker process -----
+
+
+class _ParentGone(Exception):
+    pass
+
+
+def _worker_main(rank, conn, setup, inherited):
+    """A worker's whole life: serve the main process's requests until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked copy of a handler must not linger
+    for c in inherited:  # fork: the main process's pipe ends, so that its death reads as EOF
+        c.close()
+    try:
+        with (
+            threadpool_limits(1),
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        ):
+            _Worker(rank, conn, setup).serve()
+    except (EOFError, BrokenPipeError, ConnectionResetError, _ParentGone):
+        pass  # the main process went away: nobody to report to
+    except BaseException as exc:  # reported to the main process, never printed here
+        try:
+            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        except Exception:
+            pass
+        sys.exit(1)
+
+
+class _Worker:
+    def __init__(self, rank, conn, setup):
+        self.rank, self.conn = rank, conn
+        self.model = Sequential(
+            setup["layers"],
+            loss=setup["loss"],
+            input_shape=setup["input_shape"],
+            dtype=setup["dtype"],
+        )
+        self.augment = setup["augment"]
+        self.segments, self.views = {}, {}
+        for key, (name, fields) in setup["segments"].items():
+            self.attach(key, name, fields)
+        state = self.views["state"]
+        self.model.use_buffers(state["params"], state["slots"][rank], copy=False)
+        self.ppid = os.getppid()
+
+    def attach(self, key, name, fields):
+        old = self.segments.pop(key, None)
+        self.views.pop(key, None)
+        if old is not None:
+            _release(old, unlink=False)
+        self.segments[key] = shm = _attach(name)
+        self.views[key] = _views(shm, fields)
+
+    def receive(self):
+        while not self.conn.poll(PARENT_POLL_SECONDS):
+            if os.getppid() != self.ppid:
+                raise _ParentGone
+        return self.conn.recv()
+
+    def serve(self):
+        self.conn.send(("ready", os.getpid()))
+        while True:
+            command, *args = self.receive()
+            if command == "stop":
+                return
+            if command == "attach":
+                self.attach(*args)
+            elif command == "step":
+                self.conn.send(("ok", *self.step(*args)))
+            elif command == "predict":
+                self.predict(*args)
+                self.conn.send(("ok",))
+            else:
+                raise ValueError(f"unknown command {command!r}")
+
+    def step(self, lo, hi, augmented):
+        data, batch = self.views["data"], self.views["batch"]
+        idx = batch["idx"][lo:hi]
+        x, y = data["images"][idx], data["labels"][idx]
+        if augmented:
+            x = self.augment.apply(x, batch["aug"][lo:hi])
+        loss, out = self.model.loss_on(x, y)
+        self.model.backward()
+        return loss, int((out.argmax(axis=1) == y).sum())
+
+    def predict(self, lo, hi, batch_size):
+        io = self.views["io"]
+        io["out"][lo:hi] = self.model.predict_proba(io["x"][lo:hi], batch_size)
+
+
+# ----- the pool -----
+
+
+class _Resources:
+    """What ``close`` must release, kept apart from the pool so that a finaliser can."""
+
+    def __init__(self, model):
+        self.owner = os.getpid()
+        self.model = model
+        self.params_address = None  # where the shared flat parameters start
+        self.processes, self.conns, self.segments = [], [], {}
+
+
+def _shutdown(res):
+    """Stop the workers, give the model private buffers back, unlink every segment."""
+    if os.getpid() != res.owner:  # a forked copy of the pool: not ours to clean up
+        return
+    model = res.model
+    if model is not None and res.params_address is not None:
+        if model.flat_params.__array_interface__["data"][0] == res.params_address:
+            model.use_buffers(model.flat_params.copy(), model.flat_grads.copy(), copy=False)
+    for conn in res.conns:
+        try:
+            conn.send(("stop",))
+        except (OSError, ValueError):  # already gone
+            pass
+    deadline = time.monotonic() + STOP_SECONDS
+    for p in res.processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in res.processes:
+        if p.is_alive():
+            p.terminate()
+            p.join(1.0)
+        if p.is_alive():  # pragma: no cover - SIGTERM ignored somehow
+            p.kill()
+            p.join()
+    for conn in res.conns:
+        conn.close()
+    for shm in res.segments.values():
+        _release(shm, unlink=True)
+    res.processes, res.conns, res.segments, res.model = [], [], {}, None
+
+
+def _describe_end(process):
+    process.join(0.5)  # its end may be a moment behind its pipe's
+    code = process.exitcode
+    if code is None:
+        return "closed its pipe"
+    if code < 0:
+        try:
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class WorkerPool:
+    """``workers`` processes training and predicting with ``model`` on shared data.
+
+    ``model``: a ``numpycnn.engine.Sequential``; from here on its ``flat_params`` and
+    ``flat_grads`` (and every view of them) live in shared memory, until ``close()`` gives
+    it private copies again. ``images``: the normalised training images (N, C, H, W) (or
+    (N, H, W) for one channel), copied once into shared memory as the model's dtype;
+    ``labels``: their N integer classes. ``start_method``: "fork", "spawn" or "forkserver"
+    (default: the platform's). ``augment``: None, or a picklable object with an int
+    ``params_per_image`` P and ``apply(images (n, C, H, W), params (n, P) float64)`` ->
+    images, applied by each worker to its share with the parameters given to ``step``.
+
+    ``images`` and ``labels`` are the shared copies, for the caller to use (and to drop its
+    own). Usable as a context manager.
+    """
+
+    def __init__(self, model, images, labels, workers=2, start_method=None, augment=None):
+        if not isinstance(model, Sequential):
+            raise TypeError(f"model must be a numpycnn.engine.Sequential, got {type(model)}")
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        if workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        x = model._as_input(images)
+        y = np.asarray(labels)
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"labels must be {len(x)} integers, got shape {y.shape} {y.dtype}")
+        if augment is not None:
+            p = getattr(augment, "params_per_image", None)
+            if not callable(getattr(augment, "apply", None)) or not isinstance(p, int) or p < 0:
+                raise ValueError("augment must have apply(images, params) and params_per_image")
+        self.model, self.workers, self.augment = model, int(workers), augment
+        self.context = multiprocessing.get_context(start_method)
+        self.start_method = self.context.get_start_method()
+        self._res = res = _Resources(model)
+        self._finalizer = weakref.finalize(self, _shutdown, res)
+        self._owed = set()  # workers whose reply to the last request is still unread
+        self._fields, self._views = {}, {}
+        self._capacity = {"batch": 0, "io": 0}
+        self.closed = False
+        try:
+            self._start(x, y)
+        except BaseException:
+            self.close()
+            raise
+
+    def _segment(self, key, fields):
+        """Create segment ``key`` (replacing any old one) and return its views."""
+        old = self._res.segments.pop(key, None)
+        self._views.pop(key, None)
+        if old is not None:
+            _release(old, unlink=True)
+        self._res.segments[key] = shm = _create(fields)
+        self._fields[key] = fields
+        self._views[key] = views = _views(shm, fields)
+        return views
+
+    def _start(self, x, y):
+        model, n = self.model, self.model.num_params
+        state = self._segment(
+            "state",
+            [
+                ("params", (n,), model.dtype),
+                ("grads", (n,), model.dtype),
+                ("slots", (self.workers, n), model.dtype),
+            ],
+        )
+        model.use_buffers(state["params"], state["grads"])
+        self._res.params_address = state["params"].__array_interface__["data"][0]
+        data = self._segment(
+            "data", [("images", x.shape, model.dtype), ("labels", y.shape, np.int64)]
+        )
+        data["images"][...] = x
+        data["labels"][...] = y
+        self.images, self.labels = data["images"], data["labels"]
+        self._tmp = np.empty(n, dtype=model.dtype)
+        loss = model.loss.kind if model.loss.kind in losses.LOSSES else type(model.loss)
+        setup = {
+            "layers": model.specs(),
+            "loss": loss,
+            "input_shape": model.input_shape,
+            "dtype": str(model.dtype),
+            "augment": self.augment,
+            "segments": {
+                key: (self._res.segments[key].name, self._fields[key]) for key in self._fields
+            },
+        }
+        fork = self.start_method == "fork"
+        for rank in range(self.workers):
+            ours, theirs = self.context.Pipe(duplex=True)
+            self._res.conns.append(ours)
+            inherited = list(self._res.conns) if fork else []
+            p = self.context.Process(
+                target=_worker_main,
+                args=(rank, theirs, setup, inherited),
+                name=f"numpycnn-worker-{rank}",
+                daemon=True,
+            )
+            p.start()
+            theirs.close()
+            self._res.processes.append(p)
+        self.pids = [reply[1] for reply in self._request(range(self.workers), None)]
+
+    # ----- talking to the workers -----
+
+    def _check(self):
+        if self.closed:
+            raise WorkerError("the worker pool is closed")
+        if self._owed:  # an interrupted request: read its replies before the next one
+            self._collect(sorted(self._owed))
+        if self.model.flat_params.__array_interface__["data"][0] != self._res.params_address:
+            raise WorkerError("the model's parameters no longer live in the pool's shared memory")
+
+    def _fail(self, rank, message=None, details=None):
+        p = self._res.processes[rank]
+        what = f"failed: {message}" if message else _describe_end(p)
+        code = p.exitcode
+        self.close()
+        raise WorkerError(
+            f"worker {rank} (pid {p.pid}) {what}", rank, p.pid, code, details
+        ) from None
+
+    def _send(self, rank, message):
+        try:
+            self._res.conns[rank].send(message)
+        except (OSError, ValueError):
+            self._fail(rank)
+        self._owed.add(rank)
+
+    def _request(self, ranks, messages):
+        """Send ``messages[k]`` to worker ``ranks[k]`` (None: only collect) and return their
+        replies in rank order."""
+        ranks = list(ranks)
+        if messages is not None:
+            for rank, message in zip(ranks, messages):
+                self._send(rank, message)
+        else:
+            self._owed.update(ranks)
+        return self._collect(ranks)
+
+    def _collect(self, ranks):
+        """The replies of ``ranks``, in that order; WorkerError if one fails or dies."""
+        conns, procs = self._res.conns, self._res.processes
+        waiting = {conns[r]: r for r in ranks}
+        sentinels = {procs[r].sentinel: r for r in ranks}
+        replies = {}
+        while waiting:
+            for ready in connection.wait(list(waiting) + list(sentinels)):
+                if ready in waiting:
+                    rank = waiting.pop(ready)
+                    sentinels.pop(procs[rank].sentinel, None)
+                    try:
+                        reply = ready.recv()
+                    except (EOFError, OSError):
+                        self._fail(rank)
+                    if reply[0] == "error":
+                        self._fail(rank, reply[1], reply[2])
+                    replies[rank] = reply
+                    self._owed.discard(rank)
+                elif ready in sentinels:
+                    rank = sentinels[ready]
+                    if not conns[rank].poll():  # no last words waiting in its pipe
+                        self._fail(rank)
+        return [replies[r] for r in ranks]
+
+    def _room(self, key, n):
+        """Views of the per-call segment ``key`` with room for ``n`` images, grown (and
+        announced to the workers) when too small."""
+        if self._capacity[key] < n:
+            cap = max(n, 2 * self._capacity[key])
+            model = self.model
+            if key == "batch":
+                p = 0 if self.augment is None else self.augment.params_per_image
+                fields = [("idx", (cap,), np.int64), ("aug", (cap, p), np.float64)]
+            else:
+                fields = [
+                    ("x", (cap, *model.input_shape), model.dtype),
+                    ("out", (cap, *model.output_shape), model.dtype),
+                ]
+            self._segment(key, fields)
+            name = self._res.segments[key].name
+            for rank in range(self.workers):  # no reply: the pipe keeps the order
+                self._send(rank, ("attach", key, name, fields))
+                self._owed.discard(rank)
+            self._capacity[key] = cap
+        return self._views[key]
+
+    # ----- the face -----
+
+    def step(self, idx, aug_params=None):
+        """Loss and gradient of the batch ``images[idx]``, computed by the workers.
+
+        Leaves in ``model.flat_grads`` the gradient of the batch's mean loss and returns
+        (mean loss, number of correct argmax predictions). ``aug_params`` (len(idx), P)
+        float64: the augmentation parameters of each image of the batch (None: no
+        augmentation this step). The optimiser step is the caller's.
+        """
+        self._check()
+        idx = np.asarray(idx)
+        n = len(idx) if idx.ndim == 1 else 0
+        if n == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"idx must be a non-empty 1-D integer array, got {idx.shape}")
+        if idx.min() < 0 or idx.max() >= len(self.images):
+            raise ValueError(f"batch indices must lie in [0, {len(self.images)})")
+        if aug_params is not None:
+            if self.augment is None:
+                raise ValueError("aug_params given, but the pool has no augment")
+            aug_params = np.asarray(aug_params, dtype=np.float64)
+            want = (n, self.augment.params_per_image)
+            if aug_params.shape != want:
+                raise ValueError(f"aug_params must have shape {want}, got {aug_params.shape}")
+        batch = self._room("batch", n)
+        batch["idx"][:n] = idx
+        if aug_params is not None:
+            batch["aug"][:n] = aug_params
+        work = [(r, lo, hi) for r, (lo, hi) in enumerate(shares(n, self.workers)) if hi > lo]
+        replies = self._request(
+            [r for r, _, _ in work],
+            [("step", lo, hi, aug_params is not None) for _, lo, hi in work],
+        )
+        # The batch's mean loss is the share means weighted by share size: sum the
+        # weighted share gradients in worker order, the same order every time.
+        grads, slots, tmp = self.model.flat_grads, self._views["state"]["slots"], self._tmp
+        loss, correct = 0.0, 0
+        for k, ((rank, lo, hi), reply) in enumerate(zip(work, replies)):
+            weight = (hi - lo) / n
+            if k == 0:
+                np.multiply(slots[rank], grads.dtype.type(weight), out=grads)
+            else:
+                np.multiply(slots[rank], grads.dtype.type(weight), out=tmp)
+                grads += tmp
+            loss += weight * reply[1]
+            correct += reply[2]
+        return loss, correct
+
+    def predict_proba(self, x, batch_size=32):
+        """``model.predict_proba(x, batch_size)``, its blocks shared among the workers
+        (below ``PREDICT_IN_PROCESS_BELOW`` images, in this process)."""
+        self._check()
+        x = self.model._as_input(x)
+        n, batch_size = len(x), int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n < PREDICT_IN_PROCESS_BELOW:
+            return self.model.predict_proba(x, batch_size)
+        io = self._room("io", n)
+        io["x"][:n] = x
+        blocks = math.ceil(n / batch_size)
+        work = [
+            (r, lo * batch_size, min(n, hi * batch_size))
+            for r, (lo, hi) in enumerate(shares(blocks, self.workers))
+            if hi > lo
+        ]
+        self._request([r for r, _, _ in work], [("predict", a, b, batch_size) for _, a, b in work])
+        return io["out"][:n].copy()
+
+    def predict(self, x, batch_size=32):
+        return self.predict_proba(x, batch_size).argmax(axis=1)
+
+    def close(self):
+        """Stop the workers, give the model private buffers, unlink every shared segment.
+        Idempotent. ``images`` and ``labels`` stay readable while anything refers to them."""
+        if self.closed:
+            return
+        self.closed = True
+        self._views, self._tmp = {}, None
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self.closed else f"pids {self.pids}"
+        return f"WorkerPool(workers={self.workers}, {self.start_method}, {state})"
