@@ -19,15 +19,31 @@ LeCun, Cortes and Burges made the database. The steps, in order:
 5. Crop to the bounding box of the pixels above ``INK_THRESHOLD``; scale it to fit 20x20
    with Lanczos resampling; shift it so that its centre of mass lands on ``CENTRE``.
 
+Images of more than ``MAX_PIXELS`` pixels are refused from their header, before anything
+is decoded: a small file can declare a huge image (a decompression bomb).
+
 The library never prints; every failure is an ``ImageError`` naming the file and reason.
 """
 
+import io
 import os
+import threading
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["BOX", "CENTRE", "FORMATS", "SIZE", "ImageError", "load_digit", "prepare_digit"]
+__all__ = [
+    "BOX",
+    "CENTRE",
+    "FORMATS",
+    "MAX_PIXELS",
+    "SIZE",
+    "ImageError",
+    "decode_digit",
+    "load_digit",
+    "prepare_digit",
+]
 
 #: Formats ``load_digit`` accepts (Pillow's format names).
 FORMATS = ("PNG", "JPEG", "BMP")
@@ -44,6 +60,10 @@ INK_THRESHOLD = 0.1
 MIN_CONTRAST = 16
 #: Resampling filter for the scaling to the 20x20 box (antialiased when shrinking).
 RESAMPLE = Image.Resampling.LANCZOS
+#: Largest image accepted, in pixels: 40 megapixels, more than a phone camera's full-size
+#: photo, and at most about 200 MB of working arrays. Checked from the header, so a file
+#: that claims more is refused before it is decoded.
+MAX_PIXELS = 40_000_000
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -57,15 +77,41 @@ def load_digit(path):
 
     Light digit on black, 0-255, fitted to 20x20 and centred on its centre of mass.
     Raises ``ImageError`` when the file is missing, unreadable, not an image in one of
-    ``FORMATS``, corrupted or truncated, or shows no ink.
+    ``FORMATS``, larger than ``MAX_PIXELS``, corrupted or truncated, or shows no ink.
     """
-    name = os.fspath(path)
+    return _load(path, os.fspath(path))
+
+
+def decode_digit(data, name="<image>"):
+    """The digit in an image file's bytes ``data`` (an upload, say); as ``load_digit``,
+    with ``name`` standing for the file in error messages."""
+    return _load(io.BytesIO(data), name)
+
+
+# Pillow warns (on stderr, through the warnings module) when it opens an image above its
+# own limit; the warning is caught here and our clearer error raised instead. Filters are
+# process-wide, so the opens that change them take turns.
+_OPEN_LOCK = threading.Lock()
+
+
+def _open(source):
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
+
+
+def _load(source, name):
     try:
-        with Image.open(path) as image:
+        with _open(source) as image:
             if image.format not in FORMATS:
                 raise ImageError(
                     f"{name}: unsupported image format {image.format} "
                     f"(use {', '.join(FORMATS[:-1])} or {FORMATS[-1]})"
+                )
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(
+                    f"{name}: image too large ({image.width}x{image.height} pixels; "
+                    f"the limit is {MAX_PIXELS:,})"
                 )
             image.load()  # decode now: truncated or corrupted data fails here, not later
             return _prepare(image, name)
@@ -77,8 +123,12 @@ def load_digit(path):
         raise ImageError(f"{name}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image too large ({exc})") from None
+    except Image.DecompressionBombError:
+        # Pillow refuses outright above twice its own limit, before we see the size.
+        raise ImageError(
+            f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+            f"the limit is {MAX_PIXELS:,})"
+        ) from None
     except (OSError, SyntaxError, EOFError) as exc:
         # Pillow reports damaged data as OSError ("image file is truncated"), SyntaxError
         # ("broken PNG file") or EOFError, depending on the format and where it breaks.
