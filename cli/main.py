@@ -14,6 +14,7 @@ COMMANDS = {
     "train": "numpycnn.cli.train:train",
     "eval": "numpycnn.cli.evaluate:evaluate_command",
     "predict": "numpycnn.cli.predict:predict",
+    "inspect": "numpycnn.cli.inspect:inspect_command",
     "gradcheck": "numpycnn.cli.gradcheck:gradcheck",
     "download": "numpycnn.cli.download:download",
 }

@@ -1,0 +1,139 @@
+"""``numpycnn inspect``: a local page to draw a digit and watch every layer, or the same
+views written as PNG figures."""
+
+import threading
+import webbrowser
+from pathlib import Path
+
+import click
+
+from numpycnn.data import load_mnist, resolve_data_dir, resolve_mirrors
+from numpycnn.modelfile import load_model
+
+from .options import data_options, reports_errors, threads_option
+
+
+def _test_set(saved, data_dir, mirrors):
+    """A loader of the MNIST test images, called by the server on the first request."""
+    cfg_data = (saved.config or {}).get("data", {})
+
+    def load():
+        mnist = load_mnist(
+            resolve_data_dir(data_dir, cfg_data.get("data_dir")),
+            resolve_mirrors(mirrors, cfg_data.get("mirrors", ())),
+        )
+        return mnist.test_images, mnist.test_labels
+
+    return load
+
+
+@click.command("inspect")
+@click.argument("params", default="params.pkl", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. The page has no authentication: bind beyond this machine "
+    "only on a network you trust.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default="a free port",
+    help="Port to listen on.",
+)
+@click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
+@click.option(
+    "--image",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --save: the digit image (PNG, JPEG or BMP) to draw the figures of.",
+)
+@click.option(
+    "--save",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Write PNG figures into DIR instead of serving: the filters and the training "
+    "cost, and with --image the input as the network sees it, its probabilities, every "
+    "layer's activations and the saliency map (needs pip install 'numpycnn[plot]').",
+)
+@click.option(
+    "--class",
+    "target",
+    type=click.IntRange(0, 9),
+    help="With --image: the class whose score the saliency map differentiates "
+    "(default: the predicted one).",
+)
+@data_options
+@threads_option
+@reports_errors
+def inspect_command(
+    params, host, port, no_browser, image, save, target, data_dir, mirrors, threads
+):
+    """See inside a trained network: a local page to draw a digit and watch every layer.
+
+    PARAMS is a model file from `numpycnn train` (default params.pkl) or a 2018
+    reference pickle. The page shows the 28x28 input the network sees and its class
+    probabilities as you draw; every layer's activations; any unit's arithmetic (click
+    it); the backward pass for the image (saliency map, the gradient reaching each layer,
+    the filters' weight gradients); the learned filters; the test set's confusion matrix
+    with its images; and the training history. All numbers come from the engine that
+    trained the model.
+
+    The server listens on 127.0.0.1 and serves only its own page; Ctrl-C stops it. The
+    MNIST test set is read (or downloaded) when the page first asks for it.
+
+    \b
+    Examples:
+      numpycnn inspect params.pkl
+      numpycnn inspect params.pkl --image seven.png --save figures/
+    """
+    if image is not None and save is None:
+        raise click.UsageError("--image is used with --save DIR (the page has its own input)")
+    if target is not None and image is None:
+        raise click.UsageError("--class is used with --image")
+    if save is not None:
+        from .plots import require_matplotlib
+
+        require_matplotlib()
+    saved = load_model(params)
+
+    from numpycnn.inspection import Inspector
+
+    inspector = Inspector(
+        saved, test_set=_test_set(saved, data_dir, mirrors), threads=threads, name=params.name
+    )
+    if save is not None:
+        from .inspect_figures import save_figures
+
+        for path in save_figures(inspector, save, image=image, target=target):
+            click.echo(f"wrote {path}")
+        return
+    serve(inspector, host, port, open_browser=not no_browser)
+
+
+def serve(inspector, host, port, open_browser=True):
+    """Serve the page until Ctrl-C, which stops the server and exits 0."""
+    from numpycnn.inspect_server import make_server
+
+    try:
+        server = make_server(inspector, host, port, log=lambda line: click.echo(line, err=True))
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    if not server.loopback_only:
+        click.echo(
+            f"Warning: listening on {host}: anyone who can reach this address can use the "
+            "page, which has no authentication.",
+            err=True,
+        )
+    click.echo(f"numpycnn inspect: {inspector.name} at {server.url}  (Ctrl-C to stop)")
+    if open_browser:
+        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    finally:
+        server.server_close()

@@ -1,0 +1,163 @@
+"""``numpycnn inspect --save DIR``: the inspector's views as PNG figures, for reports and
+for users without a browser. Every number comes from ``numpycnn.inspection.Inspector``."""
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from numpycnn.imageprep import load_digit
+from numpycnn.modelfile import atomic_write
+
+#: Zero-centred diverging colour map, as on the page (blue negative, white 0, red positive).
+DIVERGING = "RdBu_r"
+
+
+def _write(fig, path):
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=110)
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _signed(ax, values, scale=None, title=None):
+    """A map on the diverging scale symmetric about 0; returns the image for a colour bar."""
+    scale = scale if scale is not None else float(np.abs(values).max()) or 1.0
+    im = ax.imshow(values, cmap=DIVERGING, vmin=-scale, vmax=scale, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+    return im
+
+
+def input_figure(digit, probabilities, name):
+    import matplotlib.pyplot as plt
+
+    fig, (ax_img, ax_p) = plt.subplots(1, 2, figsize=(8, 3.6), width_ratios=(1, 1.6))
+    ax_img.imshow(digit, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax_img.set(title=f"{name}: the 28x28 input the network sees", xticks=[], yticks=[])
+    ax_img.title.set_fontsize(9)
+    top = int(np.argmax(probabilities))
+    colours = ["tab:blue" if k == top else "#9fb3cf" for k in range(len(probabilities))]
+    ax_p.barh(range(len(probabilities)), probabilities, color=colours)
+    ax_p.set(
+        yticks=range(len(probabilities)),
+        xlim=(0, 1),
+        xlabel="probability",
+        title=f"predicted {top} (p = {probabilities[top]:.4f})",
+    )
+    ax_p.invert_yaxis()
+    for k, p in enumerate(probabilities):
+        ax_p.text(min(p + 0.01, 0.86), k, f"{100 * p:.2f}%", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def activations_figure(activations):
+    """One row per layer: channel maps for conv and pool layers, bars for the others."""
+    import matplotlib.pyplot as plt
+
+    cols = max([a["shape"][0] for a in activations if len(a["shape"]) == 3] + [1])
+    fig = plt.figure(figsize=(max(8, 1.3 * cols + 2.5), 1.45 * len(activations) + 0.5))
+    grid = fig.add_gridspec(len(activations), cols + 1, width_ratios=[0.08] * cols + [0.02])
+    for row, a in enumerate(activations):
+        values = np.asarray(a["values"])
+        scale = float(np.abs(values).max()) or 1.0
+        label = f"{a['label']}  {'x'.join(map(str, a['shape']))}\n[{a['min']:.3g}, {a['max']:.3g}]"
+        if values.ndim == 3:
+            for c in range(values.shape[0]):
+                ax = fig.add_subplot(grid[row, c])
+                im = _signed(ax, values[c], scale)
+                if c == 0:
+                    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            fig.colorbar(im, cax=fig.add_subplot(grid[row, cols]))
+        else:
+            ax = fig.add_subplot(grid[row, :cols])
+            ax.bar(range(values.size), values, color=np.where(values >= 0, "tab:red", "tab:blue"))
+            ax.axhline(0, color="#999", linewidth=0.5)
+            ax.set_xlim(-0.5, values.size - 0.5)
+            ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if values.size <= 10:
+                ax.set_xticks(range(values.size))
+    fig.suptitle("every layer's output (diverging scale symmetric about 0 per layer)", fontsize=10)
+    fig.subplots_adjust(top=1 - 0.5 / (1.45 * len(activations) + 0.5), bottom=0.03)
+    return fig
+
+
+def saliency_figure(digit, back):
+    import matplotlib.pyplot as plt
+
+    q = back["quantity"]
+    what = (
+        f"d z{q['class']} / d input (class {q['class']} score)"
+        if q["kind"] == "score"
+        else f"d loss(label {q['label']}) / d input"
+    )
+    fig, (ax_img, ax_s) = plt.subplots(1, 2, figsize=(7.5, 3.6))
+    ax_img.imshow(digit, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax_img.set(title="input", xticks=[], yticks=[])
+    im = _signed(ax_s, np.asarray(back["input"])[0], title=what)
+    fig.colorbar(im, ax=ax_s, label="gradient per normalised pixel")
+    fig.tight_layout()
+    return fig
+
+
+def filters_figure(filters):
+    """Every conv layer's kernels, rows filters and columns input channels, each layer on
+    its own zero-centred scale with its own colour bar."""
+    import matplotlib.pyplot as plt
+
+    rows = max(f["shape"][0] for f in filters)
+    widths = [max(f["shape"][1], 2) + 1.5 for f in filters]
+    fig = plt.figure(figsize=(0.6 * sum(widths) + 1, 0.6 * rows + 1.2))
+    subfigs = np.atleast_1d(fig.subfigures(1, len(filters), width_ratios=widths))
+    for sub, f in zip(subfigs, filters):
+        w = np.asarray(f["weight"])
+        scale = float(np.abs(w).max()) or 1.0
+        axes = sub.subplots(w.shape[0], w.shape[1], squeeze=False)
+        for i in range(w.shape[0]):
+            for c in range(w.shape[1]):
+                im = _signed(axes[i, c], w[i, c], scale)
+        sub.suptitle(
+            f"{f['label']} {'x'.join(map(str, w.shape))}\n[{f['min']:.3g}, {f['max']:.3g}]",
+            fontsize=9,
+        )
+        sub.colorbar(im, ax=axes, shrink=0.7)
+    return fig
+
+
+def save_figures(inspector, directory, image=None, target=None):
+    """Write the figures into ``directory`` (created if needed); returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"{directory}: cannot create: {exc.strerror or exc}") from None
+    written = []
+    if image is not None:
+        digit = load_digit(image)
+        tr = inspector.trace(digit)
+        written.append(
+            _write(input_figure(digit, tr.probabilities, Path(image).name), directory / "input.png")
+        )
+        written.append(
+            _write(activations_figure(inspector.activations(tr)), directory / "activations.png")
+        )
+        back = inspector.backward(tr, target=target)
+        written.append(_write(saliency_figure(digit, back), directory / "saliency.png"))
+    filters = inspector.filters()
+    if filters:
+        written.append(_write(filters_figure(filters), directory / "filters.png"))
+    return written

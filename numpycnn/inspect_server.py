@@ -1,0 +1,354 @@
+"""The inspector's local web server: one page and a small JSON API over ``Inspector``.
+
+The standard library's ``ThreadingHTTPServer`` is enough for one user on one machine, as
+pydoc's server shows: one thread per request, no dependency. The page is a single
+self-contained file shipped with the package (``static/inspect.html``); the server serves
+only that, by exact name, so there is no file path to traverse. Every other path is 404.
+
+API (JSON in, JSON out; arrays as ``{"shape": [...], "float32"|"uint8": base64}``, little-
+endian, which the page reads straight into typed arrays):
+
+- ``GET /api/model``: the network, layer by layer.
+- ``POST /api/predict``: ``{"image": base64 file | "pixels": [784] | "test_index": n}`` ->
+  the 28x28 digit the network sees, its probabilities and prediction.
+- ``POST /api/inspect``: the same input, optional ``"class"`` or ``"label"`` -> the
+  prediction, every layer's activations and the backward pass.
+- ``POST /api/unit``: the input, ``"layer"`` and ``"unit"`` -> that unit's arithmetic.
+- ``GET /api/filters``, ``GET /api/history``.
+- ``GET /api/confusion``: the test set's confusion matrix (computed once, cached).
+- ``GET /api/confusion/cell?true=T&predicted=P``: that cell's images, most confident first.
+
+A bad request gets a 4xx status and ``{"error": "one line"}``; bodies above ``MAX_BODY``
+get 413 unread. When bound to a loopback address, requests must name a loopback host,
+so that a web page elsewhere cannot reach the server through DNS rebinding. The server
+never prints: it reports each failed request to its ``log`` callable, in one line.
+"""
+
+import base64
+import binascii
+import ipaddress
+import json
+import math
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from .data import DataError
+from .imageprep import ImageError
+from .inspection import InspectionError
+
+__all__ = ["MAX_BODY", "InspectServer", "make_server", "to_json"]
+
+#: Largest request body accepted: a phone photo, base64-encoded, fits.
+MAX_BODY = 12 * 1024 * 1024
+PAGE = "inspect.html"
+#: The page may talk to this server only, and run only its own inline code.
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
+LOOPBACK_NAMES = ("localhost",)
+
+
+class RequestError(Exception):
+    """A request to refuse with ``status`` and a one-line ``message``."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def encode_array(a):
+    """A NumPy array as JSON: shape and little-endian base64 data (uint8 stays uint8,
+    everything else float32, which is plenty for drawing; exact values travel as numbers)."""
+    a = np.asarray(a)
+    kind = "uint8" if a.dtype == np.uint8 else "float32"
+    data = np.ascontiguousarray(a, dtype="<u1" if kind == "uint8" else "<f4").tobytes()
+    return {"shape": list(a.shape), kind: base64.b64encode(data).decode("ascii")}
+
+
+def to_json(value):
+    """``value`` with arrays encoded, NumPy scalars as numbers and NaN or infinity as None."""
+    if isinstance(value, np.ndarray):
+        return encode_array(value)
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+class InspectServer(ThreadingHTTPServer):
+    """A threading HTTP server that answers for one ``Inspector``."""
+
+    daemon_threads = True  # a stuck client never keeps the process alive
+    allow_reuse_address = True
+
+    def __init__(self, address, inspector, log=None):
+        self.inspector = inspector
+        self.log = log or (lambda line: None)
+        self.page = resources.files("numpycnn").joinpath("static", PAGE).read_bytes()
+        super().__init__(address, Handler)
+        host = address[0] or "0.0.0.0"
+        self.loopback_only = _is_loopback(host)
+
+    @property
+    def url(self):
+        host, port = self.server_address[:2]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+    def handle_error(self, request, client_address):
+        # The handler answers every error itself; what reaches here is a client that went
+        # away mid-request. One line, never the default traceback on stderr.
+        self.log(f"{client_address[0]}: connection error")
+
+
+def _is_loopback(host):
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_server(inspector, host="127.0.0.1", port=0, log=None):
+    """An ``InspectServer`` bound to ``host``:``port`` (0: a free port), not yet serving."""
+    return InspectServer((host, port), inspector, log)
+
+
+def _body_input(body):
+    """The keyword arguments of ``Inspector.digit`` from a request body."""
+    keys = {"image", "pixels", "test_index"} & set(body)
+    if len(keys) != 1:
+        raise RequestError(400, "give exactly one of 'image', 'pixels' or 'test_index'")
+    (key,) = keys
+    value = body[key]
+    if key == "image":
+        if not isinstance(value, str):
+            raise RequestError(400, "'image' must be a base64 string or a data: URL")
+        if value.startswith("data:"):
+            value = value.partition(",")[2]
+        try:
+            value = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, "'image' is not valid base64") from None
+        if not value:
+            raise RequestError(400, "'image' is empty")
+        return {"image": value}
+    if key == "pixels" and not (
+        isinstance(value, list)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise RequestError(400, "'pixels' must be a list of 784 numbers 0-255")
+    return {"pixels" if key == "pixels" else "test_index": value}
+
+
+def _optional_int(body, key):
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(400, f"'{key}' must be an integer, got {value!r:.40}")
+    return value
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "numpycnn-inspect"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass  # successes are not logged; errors are, one line each, in _error
+
+    # ----- plumbing -----
+
+    def _send(self, status, payload, content_type, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _json(self, value, status=200):
+        data = json.dumps(to_json(value), separators=(",", ":"), allow_nan=False).encode()
+        self._send(status, data, "application/json")
+
+    def _error(self, status, message):
+        message = " ".join(str(message).split())
+        path = urlsplit(self.path).path if self.path else ""
+        self.server.log(f"{self.command} {path[:200]}: {status} {message}")
+        self._json({"error": message}, status)
+
+    def _check_host(self):
+        if not self.server.loopback_only:
+            return
+        host = (self.headers.get("Host") or "").strip()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]")
+        if not _is_loopback(name):
+            raise RequestError(403, f"host {host!r:.60} is not this machine")
+
+    def _read_json(self):
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise RequestError(411, "a Content-Length is required (no chunked bodies)")
+        length = self.headers.get("Content-Length")
+        try:
+            length = int(length)
+        except (TypeError, ValueError):
+            self.close_connection = True
+            raise RequestError(411, "a Content-Length is required") from None
+        if length < 0:
+            self.close_connection = True
+            raise RequestError(400, "negative Content-Length")
+        if length > MAX_BODY:
+            self.close_connection = True  # the body is never read
+            raise RequestError(
+                413, f"request body of {length:,} bytes is over the limit of {MAX_BODY:,}"
+            )
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RequestError(400, f"malformed JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "the body must be a JSON object")
+        return body
+
+    def _dispatch(self, routes):
+        try:
+            self._check_host()
+            url = urlsplit(self.path)
+            route = routes.get(url.path)
+            if route is None:
+                other = self.POST if routes is self.GET else self.GET
+                if url.path in other:
+                    raise RequestError(405, f"{self.command} is not allowed on {url.path}")
+                raise RequestError(404, f"no such page: {url.path[:200]}")
+            route(self, url)
+        except RequestError as exc:
+            self._error(exc.status, exc)
+        except (InspectionError, ImageError) as exc:
+            self._error(400, exc)
+        except DataError as exc:  # the test set could not be downloaded or read
+            self._error(503, f"the MNIST test set is unavailable: {exc}")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # the server must survive anything; say what went wrong
+            self._error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    def do_GET(self):
+        self._dispatch(self.GET)
+
+    def do_HEAD(self):
+        self._dispatch(self.GET)
+
+    def do_POST(self):
+        self._dispatch(self.POST)
+
+    def _refuse(self):
+        try:
+            raise RequestError(405, f"{self.command} is not allowed")
+        except RequestError as exc:
+            self._error(exc.status, exc)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
+    # ----- routes -----
+
+    def page(self, url):
+        self._send(
+            200,
+            self.server.page,
+            "text/html; charset=utf-8",
+            [("Content-Security-Policy", CSP), ("Referrer-Policy", "no-referrer")],
+        )
+
+    def model(self, url):
+        self._json(self.server.inspector.summary())
+
+    def filters(self, url):
+        self._json({"filters": self.server.inspector.filters()})
+
+    def history(self, url):
+        self._json(self.server.inspector.history())
+
+    def confusion(self, url):
+        self._json(self.server.inspector.confusion())
+
+    def confusion_cell(self, url):
+        query = parse_qs(url.query)
+        args = {}
+        for key in ("true", "predicted", "limit"):
+            values = query.get(key)
+            if values is None:
+                if key == "limit":
+                    continue
+                raise RequestError(400, f"missing query parameter '{key}'")
+            try:
+                args[key] = int(values[0])
+            except ValueError:
+                message = f"'{key}' must be an integer, got {values[0]!r:.40}"
+                raise RequestError(400, message) from None
+        self._json(self.server.inspector.confusion_cell(**args))
+
+    def _digit(self, body):
+        return self.server.inspector.digit(**_body_input(body))
+
+    def predict(self, url):
+        ins = self.server.inspector
+        digit = self._digit(self._read_json())
+        result = ins.predict(digit)
+        self._json({"digit": digit, **result, "probabilities": result["probabilities"].tolist()})
+
+    def inspect(self, url):
+        ins = self.server.inspector
+        body = self._read_json()
+        digit = self._digit(body)
+        target, label = _optional_int(body, "class"), _optional_int(body, "label")
+        tr = ins.trace(digit)
+        self._json(
+            {
+                "digit": digit,
+                "probabilities": tr.probabilities.tolist(),
+                "predicted": int(np.argmax(tr.logits)),
+                "logits": tr.logits.tolist(),
+                "input": tr.x[0],
+                "activations": ins.activations(tr),
+                "backward": ins.backward(tr, target=target, label=label),
+            }
+        )
+
+    def unit(self, url):
+        ins = self.server.inspector
+        body = self._read_json()
+        digit = self._digit(body)
+        if "layer" not in body or "unit" not in body:
+            raise RequestError(400, "give 'layer' (an index from 0) and 'unit' (a list)")
+        self._json(ins.unit(ins.trace(digit), body["layer"], body["unit"]))
+
+    GET = {
+        "/": page,
+        "/inspect.html": page,
+        "/api/model": model,
+        "/api/filters": filters,
+        "/api/history": history,
+        "/api/confusion": confusion,
+        "/api/confusion/cell": confusion_cell,
+    }
+    POST = {"/api/predict": predict, "/api/inspect": inspect, "/api/unit": unit}
