@@ -4,15 +4,20 @@ A config has four sections, each optional (every omitted key takes its default):
 
 - ``network``: a list of layer specs for the engine, e.g. ``{type: conv2d, filters: 8, kernel:
   5}``; the reference network by default.
-- ``data``: data_dir, mirrors, limit, validation, normalization.
+- ``data``: data_dir, mirrors, limit, validation, normalization, and ``augment``: null or a
+  mapping of shift (pixels), rotate (degrees) and scale (fraction) for random moves of the
+  training images.
 - ``training``: epochs, batch_size, loss, init, dtype, seed, lr_decay (per-epoch factor of
-  the learning rate) and ``optimizer``, a mapping with ``name`` and that optimiser's
-  hyperparameters.
-- ``output``: params, checkpoint_dir.
+  the learning rate), ``optimizer``, a mapping with ``name`` and that optimiser's
+  hyperparameters, and ``schedule``, a mapping with ``name`` (exponential, cosine, onecycle)
+  and its settings.
+- ``output``: params (the final model file), runs_dir and name (the run folder
+  ``runs_dir/name[-N]``), save_epochs (a checkpoint file per epoch besides last and best).
 
-In INI files the sections are ``[data]``, ``[training]``, ``[optimizer]`` and ``[output]``, and
-the network is the numbered sections ``[layer.1]``, ``[layer.2]``, ...; values are read as
-integers, floats or null/none where they parse so, and ``mirrors`` is a comma-separated list.
+In INI files the sections are ``[data]``, ``[augment]``, ``[training]``, ``[optimizer]``,
+``[schedule]`` and ``[output]``, and the network is the numbered sections ``[layer.1]``,
+``[layer.2]``, ...; values are read as integers, floats or null/none where they parse so, and
+``mirrors`` is a comma-separated list.
 
 Everything is checked here, so that the rest of the program takes plain, valid values; every
 problem is a ``ConfigError`` whose one-line message starts with the file name and names the
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from . import schedules
 from .engine import init as initialisers
 from .engine import losses, optim
 from .engine.model import (
@@ -59,12 +65,23 @@ class _Problem(Exception):
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Random moves of each training image: translation up to ``shift`` pixels each way,
+    rotation up to ``rotate`` degrees, scaling by up to ``scale`` (a fraction) either way."""
+
+    shift: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where MNIST comes from and how much of it to use.
 
     ``limit``: train on the first N training images (None: all not held out);
     ``validation``: validate on the next N, never trained on (so limit + validation may not
-    exceed 60,000); ``mirrors``: download URLs (empty: the loader's defaults).
+    exceed 60,000); ``mirrors``: download URLs (empty: the loader's defaults); ``augment``:
+    None, or the random moves applied to the training images (never to validation or test).
     """
 
     data_dir: str = "data"
@@ -72,6 +89,7 @@ class DataConfig:
     limit: int | None = None
     validation: int = 0
     normalization: str = "standard"
+    augment: AugmentConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,18 @@ class OptimizerConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """A learning-rate schedule's name and its settings (``numpycnn.schedules``). The
+    exponential schedule's decay is ``training.lr_decay``, so it has no settings here."""
+
+    name: str = "exponential"
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return {"name": self.name, **self.settings}
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """How to train: the loss, initialiser, dtype, seed, and the optimiser with its settings."""
 
@@ -97,14 +127,28 @@ class TrainingConfig:
     seed: int = 0
     lr_decay: float = 1.0  # the learning rate of epoch k (from 0) is lr * lr_decay**k
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def make_schedule(self):
+        """The ``numpycnn.schedules`` object this config describes."""
+        if self.schedule.name == "exponential":
+            return schedules.Exponential(self.lr_decay)
+        return schedules.get(self.schedule.name, **self.schedule.settings)
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where the trained model file and the training checkpoints go."""
+    """Where the trained model file goes, and the run folder of checkpoints and results.
+
+    Each run gets its own folder ``runs_dir/name`` (``name-2``, ``name-3``, ... when taken);
+    ``name`` defaults to the config file's name. ``save_epochs`` keeps a checkpoint file per
+    epoch besides ``last.pkl`` and ``best.pkl``.
+    """
 
     params: str = "params.pkl"
-    checkpoint_dir: str = "checkpoints"
+    runs_dir: str = "runs"
+    name: str | None = None
+    save_epochs: bool = False
 
 
 def _reference_specs():
@@ -126,19 +170,32 @@ class Config:
 
     def to_dict(self):
         """Plain data in the file schema (for model files, checkpoints or a YAML dump)."""
+        augment = self.data.augment
         return {
             "network": [dict(spec) for spec in self.network],
-            "data": {**dataclasses.asdict(self.data), "mirrors": list(self.data.mirrors)},
+            "data": {
+                **dataclasses.asdict(self.data),
+                "mirrors": list(self.data.mirrors),
+                "augment": None if augment is None else dataclasses.asdict(augment),
+            },
             "training": {
                 **dataclasses.asdict(self.training),
                 "optimizer": self.training.optimizer.to_dict(),
+                "schedule": self.training.schedule.to_dict(),
             },
             "output": dataclasses.asdict(self.output),
         }
 
     @classmethod
     def from_dict(cls, data, source="config"):
-        """A validated Config from plain data in the file schema; ``source`` names it in errors."""
+        """A validated Config from plain data in the file schema; ``source`` names it in errors.
+
+        Configs stored by earlier versions (in model files and checkpoints) still load: their
+        ``output.checkpoint_dir``, which run folders replaced, is dropped.
+        """
+        if isinstance(data, dict) and isinstance(data.get("output"), dict):
+            output = {k: v for k, v in data["output"].items() if k != "checkpoint_dir"}
+            data = {**data, "output": output}
         return _parse(data, source)
 
     def with_overrides(
@@ -151,13 +208,15 @@ class Config:
         params=None,
         data_dir=None,
         mirrors=None,
+        name=None,
+        runs_dir=None,
     ):
         """A new validated Config with the given values (None keeps the current one)."""
         raw = self.to_dict()
         overrides = {
             "training": {"epochs": epochs, "batch_size": batch_size, "seed": seed},
             "data": {"limit": limit, "data_dir": data_dir, "mirrors": mirrors},
-            "output": {"params": params},
+            "output": {"params": params, "name": name, "runs_dir": runs_dir},
         }
         for section, values in overrides.items():
             raw[section].update(_given(values))
@@ -248,6 +307,10 @@ def _read_yaml(text):
 def _ini_error(exc):
     """(line number, description) of a configparser error."""
     if isinstance(exc, configparser.MissingSectionHeaderError):
+        key = re.split(r"[=:]", exc.line, maxsplit=1)[0].strip()
+        home = _home_of(key, ini=True)
+        if home:
+            return exc.lineno, f"{key!r} belongs under {home}"
         return exc.lineno, "a key before the first [section]"
     if isinstance(exc, configparser.DuplicateSectionError):
         return exc.lineno, f"duplicate section [{exc.section}]"
@@ -281,7 +344,12 @@ def _ini_value(cls, key, text):
     return _ini_scalar(text)
 
 
-_INI_SECTIONS = {"data": DataConfig, "training": TrainingConfig, "output": OutputConfig}
+_INI_SECTIONS = {
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "training": TrainingConfig,
+    "output": OutputConfig,
+}
 
 
 def _read_ini(text, source):
@@ -301,13 +369,15 @@ def _read_ini(text, source):
         number = name.removeprefix("layer.")
         if number != name and number.isdigit():
             layers[int(number)] = {k: _ini_scalar(v) for k, v in items}
-        elif name == "optimizer":
-            raw.setdefault("training", {})["optimizer"] = {k: _ini_scalar(v) for k, v in items}
+        elif name in ("optimizer", "schedule"):
+            raw.setdefault("training", {})[name] = {k: _ini_scalar(v) for k, v in items}
+        elif name == "augment":
+            raw.setdefault("data", {})["augment"] = {k: _ini_scalar(v) for k, v in items}
         elif name in _INI_SECTIONS:
             cls = _INI_SECTIONS[name]
             raw.setdefault(name, {}).update({k: _ini_value(cls, k, v) for k, v in items})
         else:
-            known = [*_INI_SECTIONS, "optimizer", "layer.N"]
+            known = [*_INI_SECTIONS, "optimizer", "schedule", "layer.N"]
             raise _Problem(f"unknown section [{name}]{_hint(name, known)}")
     if layers:
         if sorted(layers) != list(range(1, len(layers) + 1)):
@@ -338,6 +408,11 @@ def _section(raw, cls, where):
         raise _Problem(f"{where}: expected a mapping of keys, got {raw!r}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
+        if key == "checkpoint_dir" and where == "output":
+            raise _Problem(
+                "'output.checkpoint_dir' is no longer used: each run keeps its checkpoints in "
+                "its own folder under 'output.runs_dir' (default runs/)"
+            )
         if key not in known:
             raise _Problem(f"unknown key '{where}.{key}'{_hint(key, known)}")
     return {name: raw[name] if name in raw else _default(f) for name, f in known.items()}
@@ -396,6 +471,26 @@ def _choice(where, value, choices):
     return value
 
 
+def _bounded(where, value, low, high, high_open=False):
+    """A number in [low, high] (or [low, high) with ``high_open``)."""
+    number = _number(where, value)
+    if not (low <= number < high if high_open else low <= number <= high):
+        bracket = ")" if high_open else "]"
+        raise _Problem(f"{where}: expected a number in [{low:g}, {high:g}{bracket}, got {value!r}")
+    return number
+
+
+def _augment(raw):
+    if raw is None:
+        return None
+    v = _section(raw, AugmentConfig, "data.augment")
+    return AugmentConfig(
+        shift=_bounded("data.augment.shift", v["shift"], 0, 14),
+        rotate=_bounded("data.augment.rotate", v["rotate"], 0, 180),
+        scale=_bounded("data.augment.scale", v["scale"], 0, 1, high_open=True),
+    )
+
+
 def _data(raw):
     v = _section(raw, DataConfig, "data")
     data = DataConfig(
@@ -404,6 +499,7 @@ def _data(raw):
         limit=_integer("data.limit", v["limit"], 1, MNIST_TRAIN_IMAGES, optional=True),
         validation=_integer("data.validation", v["validation"], 0, MNIST_TRAIN_IMAGES - 1),
         normalization=_choice("data.normalization", v["normalization"], NORMALIZATIONS),
+        augment=_augment(v["augment"]),
     )
     if data.limit is not None and data.limit + data.validation > MNIST_TRAIN_IMAGES:
         raise _Problem(
@@ -439,8 +535,41 @@ def _optimizer(raw, where):
     return OptimizerConfig(name, optimizer.hyperparameters())
 
 
-def _training(raw, optimizer_where):
+def _schedule(raw, where, lr_decay):
+    """The schedule's name and settings, checked by constructing it."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _Problem(f"{where}: expected a mapping with 'name' and settings, got {raw!r}")
+    name = _choice(f"{where}.name", raw.get("name", "exponential"), tuple(schedules.SCHEDULES))
+    if name == "exponential":
+        accepted = {}
+    else:
+        accepted = inspect.signature(schedules.SCHEDULES[name]).parameters
+    settings = {}
+    for key, value in raw.items():
+        if key == "name":
+            continue
+        if name == "exponential" and key == "decay":
+            raise _Problem(f"{where}: the exponential schedule's decay is 'training.lr_decay'")
+        if key not in accepted:
+            raise _Problem(f"unknown key '{where}.{key}' for {name}{_hint(key, accepted)}")
+        settings[key] = _number(f"{where}.{key}", value)
+    if name != "exponential" and lr_decay != 1:
+        raise _Problem(
+            f"training.lr_decay {lr_decay:g} applies to the exponential schedule only, "
+            f"not to {name}: remove it or set it to 1"
+        )
+    try:
+        schedule = schedules.get(name, **settings)
+    except ValueError as exc:
+        raise _Problem(f"{where}: {exc}") from None
+    return ScheduleConfig(name, {} if name == "exponential" else schedule.settings())
+
+
+def _training(raw, optimizer_where, schedule_where):
     v = _section(raw, TrainingConfig, "training")
+    lr_decay = _fraction("training.lr_decay", v["lr_decay"])
     return TrainingConfig(
         epochs=_integer("training.epochs", v["epochs"], 1),
         batch_size=_integer("training.batch_size", v["batch_size"], 1),
@@ -448,16 +577,31 @@ def _training(raw, optimizer_where):
         init=_choice("training.init", v["init"], tuple(initialisers.INITIALISERS)),
         dtype=_choice("training.dtype", v["dtype"], DTYPES),
         seed=_integer("training.seed", v["seed"], 0),
-        lr_decay=_fraction("training.lr_decay", v["lr_decay"]),
+        lr_decay=lr_decay,
         optimizer=_optimizer(raw.get("optimizer") if raw else None, optimizer_where),
+        schedule=_schedule(raw.get("schedule") if raw else None, schedule_where, lr_decay),
     )
+
+
+def _run_name(where, value):
+    """A run folder's name: one path component, so a run never writes outside runs_dir."""
+    if value is None:
+        return None
+    name = _text(where, value)
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise _Problem(f"{where}: expected a plain folder name (no slashes), got {value!r}")
+    return name
 
 
 def _output(raw):
     v = _section(raw, OutputConfig, "output")
+    if not isinstance(v["save_epochs"], bool):
+        raise _Problem(f"output.save_epochs: expected true or false, got {v['save_epochs']!r}")
     return OutputConfig(
         params=_text("output.params", v["params"]),
-        checkpoint_dir=_text("output.checkpoint_dir", v["checkpoint_dir"]),
+        runs_dir=_text("output.runs_dir", v["runs_dir"]),
+        name=_run_name("output.name", v["name"]),
+        save_epochs=v["save_epochs"],
     )
 
 
@@ -512,6 +656,40 @@ def _network(raw, training, layer_where):
     return tuple(specs)
 
 
+def _home_of(key, ini=False):
+    """Where a key written at the top level of a file belongs ('training:' or [training]),
+    or None if no section has it."""
+    homes = {"optimizer": ("training", "optimizer"), "schedule": ("training", "schedule")}
+    homes["augment"] = ("data", "augment")
+    for section, cls in (("data", DataConfig), ("training", TrainingConfig)):
+        homes.update({f.name: (section, f.name) for f in dataclasses.fields(cls)})
+    homes.update({f.name: ("output", f.name) for f in dataclasses.fields(OutputConfig)})
+    for f in dataclasses.fields(AugmentConfig):
+        homes.setdefault(f.name, ("augment", f.name) if ini else ("data.augment", f.name))
+    optimizer_keys = {
+        k for cls in optim.OPTIMIZERS.values() for k in inspect.signature(cls).parameters
+    }
+    for k in sorted(optimizer_keys):
+        homes.setdefault(k, ("optimizer", k) if ini else ("training.optimizer", k))
+    if key not in homes:
+        return None
+    section = homes[key][0]
+    if ini:
+        return f"[{section}]"
+    return f"'{section}:'"
+
+
+def _near_key(word):
+    """' (did you mean 'epochs', under 'training:'?)' for a misspelt key at the top level."""
+    keys = [
+        f.name
+        for cls in (DataConfig, TrainingConfig, OutputConfig)
+        for f in dataclasses.fields(cls)
+    ]
+    match = difflib.get_close_matches(str(word), keys, n=1)
+    return f" (did you mean {match[0]!r}, under {_home_of(match[0])}?)" if match else ""
+
+
 def _parse(raw, source, ini=False):
     """A Config from the nested dict a file gives; ``ini`` names places as the INI file does."""
     try:
@@ -521,8 +699,16 @@ def _parse(raw, source, ini=False):
             raise _Problem(f"expected a mapping of sections ({', '.join(SECTIONS)}), got {raw!r}")
         for key in raw:
             if key not in SECTIONS:
-                raise _Problem(f"unknown section {key!r}{_hint(key, SECTIONS)}")
-        training = _training(raw.get("training"), "optimizer" if ini else "training.optimizer")
+                home = _home_of(key)
+                if home:
+                    raise _Problem(f"{key!r} belongs under {home}")
+                near = _close(key, SECTIONS) or _near_key(key)
+                raise _Problem(f"unknown section {key!r}{near or _hint(key, SECTIONS)}")
+        training = _training(
+            raw.get("training"),
+            "optimizer" if ini else "training.optimizer",
+            "schedule" if ini else "training.schedule",
+        )
         layer_where = (lambda i: f"layer.{i + 1}") if ini else (lambda i: f"network[{i}]")
         network = _reference_specs()
         if raw.get("network") is not None:

@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from numpycnn.config import DEFAULT_RECIPE, Config, ConfigError, load_config
+from numpycnn.config import (
+    DEFAULT_RECIPE,
+    AugmentConfig,
+    Config,
+    ConfigError,
+    ScheduleConfig,
+    load_config,
+)
 from numpycnn.engine import Sequential, reference_network
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -80,7 +87,10 @@ def test_an_empty_config_gives_the_defaults(tmp_path, text):
     assert config.data.data_dir == "data" and config.data.mirrors == ()
     assert config.data.limit is None and config.data.validation == 0
     assert config.training.loss == "softmax_cross_entropy"
-    assert (config.output.params, config.output.checkpoint_dir) == ("params.pkl", "checkpoints")
+    assert (config.output.params, config.output.runs_dir) == ("params.pkl", "runs")
+    assert config.output.name is None and config.output.save_epochs is False
+    assert config.data.augment is None
+    assert config.training.schedule == ScheduleConfig("exponential", {})
 
 
 def test_a_config_gives_only_what_it_changes(tmp_path):
@@ -285,7 +295,9 @@ def test_unparsable_yaml_names_the_line(tmp_path, text, fragment):
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("epochs = 2\n", "line 1: a key before the first [section]"),
+        ("epochs = 2\n", "line 1: 'epochs' belongs under [training]"),
+        ("lr = 0.1\n", "line 1: 'lr' belongs under [optimizer]"),
+        ("whatever = 2\n", "line 1: a key before the first [section]"),
         ("[training]\nepochs = 2\nepochs = 3\n", "line 3: duplicate key 'epochs' in [training]"),
         ("[training]\n[data]\n[training]\n", "line 3: duplicate section [training]"),
         ("[training]\nepochs 2\n", "line 2: cannot parse"),
@@ -316,3 +328,93 @@ def test_missing_file_unknown_extension_and_bad_encoding(tmp_path):
 def test_limit_and_validation_may_use_every_training_image(tmp_path):
     data = load_config(write(tmp_path, "data: {limit: 55000, validation: 5000}\n")).data
     assert (data.limit, data.validation) == (55_000, 5_000)
+
+
+# ----- keys written at the top level, augmentation, schedules, run folders -----
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: 2\n", "'epochs' belongs under 'training:'"),
+        ("batch_size: 8\nepochs: 2\n", "'batch_size' belongs under 'training:'"),
+        ("lr: 0.1\n", "'lr' belongs under 'training.optimizer:'"),
+        ("limit: 100\n", "'limit' belongs under 'data:'"),
+        ("augment: {shift: 2}\n", "'augment' belongs under 'data:'"),
+        ("rotate: 5\n", "'rotate' belongs under 'data.augment:'"),
+        ("schedule: {name: cosine}\n", "'schedule' belongs under 'training:'"),
+        ("params: x.pkl\n", "'params' belongs under 'output:'"),
+        ("epoch: 2\n", "unknown section 'epoch' (did you mean 'epochs', under 'training:'?)"),
+        ("trainig: {}\n", "unknown section 'trainig' (did you mean 'training'?)"),
+    ],
+)
+def test_a_flat_file_says_where_each_key_belongs(tmp_path, text, message):
+    path = write(tmp_path, text)
+    assert error_of(path).startswith(f"{path}: {message}")
+
+
+def test_augment_and_schedule_sections_in_yaml_and_ini_agree(tmp_path):
+    yaml_config = load_config(
+        write(
+            tmp_path,
+            "data:\n  augment: {shift: 2, rotate: 10}\n"
+            "training:\n  schedule: {name: onecycle, pct_start: 0.25}\n",
+        )
+    )
+    ini_config = load_config(
+        write(
+            tmp_path,
+            "[augment]\nshift = 2\nrotate = 10\n[schedule]\nname = onecycle\npct_start = 0.25\n",
+            "c.ini",
+        )
+    )
+    assert yaml_config == ini_config
+    assert yaml_config.data.augment == AugmentConfig(shift=2.0, rotate=10.0, scale=0.0)
+    assert yaml_config.training.schedule == ScheduleConfig(
+        "onecycle", {"pct_start": 0.25, "div_factor": 25.0, "final_div_factor": 1e4}
+    )
+    assert Config.from_dict(yaml_config.to_dict()) == yaml_config
+    assert yaml_config.training.make_schedule().spec() == {
+        "name": "onecycle", "pct_start": 0.25, "div_factor": 25.0, "final_div_factor": 1e4,
+    }  # fmt: skip
+
+
+def test_the_exponential_schedule_takes_lr_decay(tmp_path):
+    config = load_config(write(tmp_path, "training:\n  lr_decay: 0.5\n"))
+    schedule = config.training.make_schedule()
+    assert [schedule.lr(step, 1.0, 10, 100) for step in (0, 9, 10, 25)] == [1, 1, 0.5, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("data:\n  augment: {shift: 20}\n", "data.augment.shift: expected a number in [0, 14]"),
+        ("data:\n  augment: {rotate: -1}\n", "data.augment.rotate: expected a number in [0, 180]"),
+        ("data:\n  augment: {scale: 1}\n", "data.augment.scale: expected a number in [0, 1)"),
+        ("data:\n  augment: {shfit: 2}\n", "unknown key 'data.augment.shfit' (did you mean "
+         "'shift'?)"),
+        ("data:\n  augment: 2\n", "data.augment: expected a mapping of keys, got 2"),
+        ("training:\n  schedule: {name: cosin}\n", "training.schedule.name: expected one of"),
+        ("training:\n  schedule: {name: cosine, warmup: 1}\n", "warmup must be in [0, 1)"),
+        ("training:\n  schedule: {name: cosine, pct_start: 0.3}\n", "unknown key "
+         "'training.schedule.pct_start' for cosine"),
+        ("training:\n  schedule: {name: exponential, decay: 0.5}\n",
+         "decay is 'training.lr_decay'"),
+        ("training:\n  lr_decay: 0.5\n  schedule: {name: onecycle}\n",
+         "applies to the exponential schedule only"),
+        ("training:\n  schedule: {name: onecycle, div_factor: 0.5}\n", "div_factor must be >= 1"),
+        ("output:\n  checkpoint_dir: ck\n", "'output.checkpoint_dir' is no longer used"),
+        ("output:\n  name: a/b\n", "output.name: expected a plain folder name"),
+        ("output:\n  save_epochs: 1\n", "output.save_epochs: expected true or false, got 1"),
+    ],
+)  # fmt: skip
+def test_augment_schedule_and_output_errors_name_the_key(tmp_path, text, fragment):
+    assert fragment in error_of(write(tmp_path, text))
+
+
+def test_configs_stored_before_run_folders_still_load():
+    stored = Config().to_dict()
+    del stored["output"]["runs_dir"], stored["output"]["name"], stored["output"]["save_epochs"]
+    del stored["data"]["augment"], stored["training"]["schedule"]
+    stored["output"]["checkpoint_dir"] = "checkpoints"  # as model files of 0.1.0 hold it
+    assert Config.from_dict(stored) == Config()
