@@ -1,4 +1,4 @@
-"""``numpycnn train``: train a network from a config file and save its parameters."""
+"""``numpycnn train``: train a network from a config file, in a run folder of its own."""
 
 import json
 import signal
@@ -9,10 +9,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from numpycnn.config import DEFAULT_RECIPE, Config, load_config
-from numpycnn.data import load_mnist, resolve_data_dir, resolve_mirrors
-from numpycnn.modelfile import load_model, save_model
-from numpycnn.training import Diverged, evaluate, prepare
+from numpycnn import api
+from numpycnn.runs import RunFolderError
+from numpycnn.training import Diverged
 
 from .options import (
     config_option,
@@ -49,12 +48,28 @@ def _percent(value):
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _rate(value):
+    return "" if not value else f"  {value:,.0f} img/s"
+
+
+def epoch_line(stats, epochs):
+    """The line printed after each epoch (results.csv holds the same figures unrounded)."""
+    val = ""
+    if stats.val_accuracy is not None:
+        val = f"  val loss {stats.val_loss:.4f}  val acc {_percent(stats.val_accuracy)}"
+    return (
+        f"epoch {stats.epoch}/{epochs}  loss {stats.train_loss:.4f}  "
+        f"train acc {_percent(stats.train_accuracy)}{val}  lr {stats.lr:.3g}  "
+        f"{stats.seconds:.1f} s{_rate(stats.images_per_second)}"
+    )
+
+
 @click.command()
 @config_option
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of passes over the data.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per gradient step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
-@click.option("--seed", type=int, help="Seed of the initialisation and the shuffling.")
+@click.option("--seed", type=int, help="Seed of the initialisation, shuffling and augmentation.")
 @click.option("--limit", type=click.IntRange(min=1), help="Train on the first N images only.")
 @click.option(
     "--out",
@@ -62,10 +77,21 @@ def _percent(value):
     help="Where to save the trained model (default: the config's output.params).",
 )
 @click.option(
+    "--name",
+    help="Name of the run folder (default: the config's output.name, else the config "
+    "file's name); -2, -3, ... is added when it is taken.",
+)
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where run folders go (default: the config's output.runs_dir, runs/).",
+)
+@click.option(
     "--resume",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="CHECKPOINT",
-    help="Continue a run from one of its checkpoints, optimiser state included.",
+    type=click.Path(path_type=Path),
+    metavar="RUN|CHECKPOINT",
+    help="Continue a run exactly, optimiser state included: a run folder (from its "
+    "last.pkl) or one of its checkpoints.",
 )
 @data_options
 @threads_option
@@ -80,6 +106,8 @@ def train(
     seed,
     limit,
     out,
+    name,
+    runs_dir,
     resume,
     data_dir,
     mirrors,
@@ -89,119 +117,111 @@ def train(
 ):
     """Train a network on MNIST and save it.
 
-    Downloads MNIST if needed, trains with a progress bar on stderr (batch cost and
-    running accuracy), prints one line per epoch, writes a checkpoint after every epoch
-    and saves the model. Ctrl-C saves a checkpoint and exits with status 130; resume with
-    --resume CHECKPOINT for the same result as an uninterrupted run.
+    Each run gets a folder of its own, runs/NAME (NAME-2, NAME-3, ... if taken), with the
+    resolved config (config.yaml), a checkpoint after every epoch (last.pkl), the best one
+    by validation accuracy (best.pkl), results.csv and layers.csv (per-epoch figures and
+    per-layer weight and gradient norms, dead ReLUs) and, with matplotlib, results.png.
+    The final model is saved to --out (default params.pkl).
+
+    Downloads MNIST if needed and trains with a progress bar on stderr, printing one line
+    per epoch. Ctrl-C stops between batches, saves last.pkl and exits with status 130;
+    --resume RUN continues it with the same result as an uninterrupted run.
 
     \b
     Examples:
-      numpycnn train --config configs/escontrela.yaml
-      numpycnn train --config configs/default.yaml --epochs 1 --limit 10000 --out quick.pkl
+      numpycnn train --config configs/default.yaml
+      numpycnn train -c configs/best.yaml --name best-seed1 --seed 1
+      numpycnn train --resume runs/default
     """
-    checkpoint = None
-    if resume is not None:
-        if config_path or any(v is not None for v in (batch_size, lr, seed, limit)):
-            raise click.UsageError(
-                "--resume continues a run with its own settings: only --epochs, --out, "
-                "--data-dir, --mirror, --threads, --quiet and --json may be given with it"
-            )
-        checkpoint = load_model(resume)
-        if checkpoint.checkpoint is None or checkpoint.config is None:
-            raise click.ClickException(f"{resume}: a trained model, not a training checkpoint")
-        config = Config.from_dict(checkpoint.config, source=str(resume))
-    else:
-        config = load_config(config_path) if config_path else DEFAULT_RECIPE
-    config = config.with_overrides(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        limit=limit,
-        params=None if out is None else str(out),
-    )
-    data_cfg, train_cfg = config.data, config.training
-
-    mnist = load_mnist(
-        resolve_data_dir(data_dir, data_cfg.data_dir),
-        resolve_mirrors(mirrors, data_cfg.mirrors),
-        progress=download_progress(quiet),
-    )
-    run = prepare(config, mnist, checkpoint, threads=threads)
-    model, trainer, norm = run.model, run.trainer, run.normalization
-    optimizer = trainer.optimizer
-
-    checkpoint_dir = Path(config.output.checkpoint_dir)
-
-    def save(path, **extra):
-        """The model with everything that goes with it, plus a checkpoint or metrics."""
-        save_model(path, model, norm.to_dict(), trainer.cost, config.to_dict(), **extra)
-        return path
-
-    def save_checkpoint(name):
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        return save(checkpoint_dir / name, checkpoint=trainer.state_dict())
-
-    if not quiet and not as_json:
-        click.echo(
-            f"training {model.num_params:,} parameters on {len(trainer.y):,} images"
-            f" ({len(trainer.val[1]) if trainer.val else 0:,} for validation),"
-            f" {train_cfg.epochs} epoch(s) of"
-            f" {trainer.batches_per_epoch:,} batches, {optimizer.kind} lr {optimizer.lr:g}"
+    if resume is not None and (
+        config_path or any(v is not None for v in (batch_size, lr, seed, limit, name, runs_dir))
+    ):
+        raise click.UsageError(
+            "--resume continues a run with its own settings: only --epochs, --out, "
+            "--data-dir, --mirror, --threads, --quiet and --json may be given with it"
         )
-    bar = progress_factory(quiet)(
-        total=train_cfg.epochs * trainer.batches_per_epoch,
-        initial=trainer.epoch * trainer.batches_per_epoch + trainer.batch,
-        desc="train",
-        unit="batch",
-    )
+    bar = None
+    talk = not quiet and not as_json
+
+    def on_start(start):
+        nonlocal bar
+        t, cfg = start.trainer, start.config
+        if talk:
+            verb = f"resuming {start.resumed_from} in" if start.resumed_from else "run folder"
+            click.echo(f"{verb} {start.folder.path}")
+            click.echo(
+                f"training {t.model.num_params:,} parameters on {len(t.y):,} images"
+                f" ({len(t.val[1]) if t.val else 0:,} for validation),"
+                f" {cfg.training.epochs} epoch(s) of {t.batches_per_epoch:,} batches,"
+                f" {t.optimizer.kind} lr {t.base_lr:g} ({cfg.training.schedule.name} schedule)"
+                + (", augmented" if t.augment is not None else "")
+            )
+        bar = progress_factory(quiet)(
+            total=t.total_steps,
+            initial=t.epoch * t.batches_per_epoch + t.batch,
+            desc="train",
+            unit="batch",
+        )
 
     def on_batch(t, loss, accuracy):
         bar.update(1)
         if t.batch % 10 == 0:
             bar.set_postfix(cost=f"{loss:.3f}", acc=f"{100 * accuracy:.1f}%", refresh=False)
 
-    def on_epoch(t, stats):
-        path = save_checkpoint(f"epoch-{stats.epoch:03d}.pkl")
+    def on_epoch(t, stats, folder):
         if not as_json:
-            tqdm.write(
-                f"epoch {stats.epoch}/{t.epochs}  loss {stats.train_loss:.4f}  "
-                f"train acc {_percent(stats.train_accuracy)}  "
-                f"val acc {_percent(stats.val_accuracy)}  {stats.seconds:.1f} s  "
-                f"(checkpoint {path})",
-                file=sys.stdout,
-            )
+            tqdm.write(epoch_line(stats, t.epochs), file=sys.stdout)
 
     try:
         with stop_requests() as should_stop:
-            finished = trainer.run(on_batch, on_epoch, should_stop)
+            result = api.train(
+                config_path,
+                resume=resume,
+                callbacks=api.Callbacks(
+                    on_start=on_start,
+                    on_batch=on_batch,
+                    on_epoch=on_epoch,
+                    should_stop=should_stop,
+                    download_progress=download_progress(quiet),
+                ),
+                threads=threads,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                limit=limit,
+                out=out,
+                data_dir=data_dir,
+                mirrors=mirrors,
+                name=name,
+                runs_dir=runs_dir,
+            )
     except Diverged as exc:
-        raise click.ClickException(f"training diverged: {exc}; nothing was saved") from None
+        raise click.ClickException(
+            f"training diverged: {exc}; the run folder keeps the last completed epoch"
+        ) from None
+    except RunFolderError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
-        bar.close()
-    if not finished:
-        path = save_checkpoint("interrupted.pkl")
+        if bar is not None:
+            bar.close()
+    if not result.finished:
         click.echo(
-            f"interrupted: checkpoint saved to {path}; continue with "
-            f"numpycnn train --resume {path}",
+            f"interrupted: checkpoint saved to {result.checkpoint}; continue with "
+            f"numpycnn train --resume {result.folder.path}",
             err=True,
         )
         sys.exit(INTERRUPTED)
-
-    test = evaluate(model, norm.norm(mnist.test_images), mnist.test_labels, threads=threads)
-    last = trainer.history[-1] if trainer.history else None
-    metrics = {
-        "test_accuracy": test["accuracy"],
-        "val_accuracy": None if last is None else last.val_accuracy,
-        "train_loss": None if last is None else last.train_loss,
-        "seconds": sum(s.seconds for s in trainer.history),
-        "epochs": trainer.epoch,
-    }
-    params_path = save(Path(config.output.params), metrics=metrics)
+    if result.params_skipped:
+        click.echo(f"warning: {result.params_skipped}", err=True)
+    metrics = result.metrics
     if as_json:
-        click.echo(json.dumps({"params": str(params_path), **metrics}))
+        summary = {"run": str(result.folder.path), "params": result.params and str(result.params)}
+        click.echo(json.dumps({**summary, **metrics}))
     else:
+        where = f"saved the model to {result.params}" if result.params else "model not saved"
         click.echo(
-            f"test accuracy {_percent(test['accuracy'])} ({test['correct']}/{test['total']}); "
-            f"saved the model to {params_path}"
+            f"test accuracy {_percent(metrics['test_accuracy'])} "
+            f"({metrics['test_correct']}/{metrics['test_total']}); {where} "
+            f"(run folder {result.folder.path})"
         )

@@ -3,16 +3,20 @@
 The loop is a small class so that its whole position (epoch, next batch, the epoch's
 shuffle, the generator's state, the optimiser's moments, the cost history) can be saved
 between any two batches and restored to continue exactly as an uninterrupted run would.
-It never prints: the caller watches through ``on_batch`` and ``on_epoch`` callbacks and
-can ask it to stop between batches with ``should_stop``.
+The learning rate and the augmentation of each step are functions of the step number (and
+the seed) alone, so they need no saved state. It never prints: the caller watches through
+``on_batch`` and ``on_epoch`` callbacks and can ask it to stop between batches with
+``should_stop``.
 """
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import schedules
+from .augment import Augmentation, step_rng
 from .data import Normalization, split_train
 from .engine import Sequential, optim
 
@@ -23,11 +27,72 @@ class Diverged(RuntimeError):
 
 @dataclass
 class EpochStats:
+    """One epoch's figures. ``layers`` maps a layer label (``"3-conv2d"``: position from 1
+    and kind) to its telemetry: ``weight_norm`` and ``grad_norm`` (L2 norms of the weights
+    and of their gradient on the epoch's last batch) for layers with weights, and
+    ``dead_fraction`` for ReLU layers (the fraction of its units that no image of the
+    epoch's last batch activates, at the epoch's final parameters)."""
+
     epoch: int  # 1-based
     train_loss: float  # mean batch cost over the epoch
     train_accuracy: float  # running accuracy over the epoch's batches
     val_accuracy: float | None
-    seconds: float
+    seconds: float  # training time, validation excluded
+    val_loss: float | None = None
+    lr: float | None = None  # the rate of the epoch's last step
+    images_per_second: float | None = None
+    layers: dict = field(default_factory=dict)
+
+
+class InProcessSteps:
+    """The batch gradients computed in this process: ``step(idx, aug)`` gathers the images
+    ``idx`` (moved by the augmentation parameters ``aug``), runs forward, loss and backward,
+    leaves the gradient of the batch's mean loss in ``model.flat_grads`` and returns
+    (mean loss, correct predictions). A worker pool offers the same method."""
+
+    def __init__(self, model, x, y, augment=None):
+        self.model, self.x, self.y, self.augment = model, x, y, augment
+
+    def images(self, idx, aug=None):
+        xb = self.x[idx]
+        return xb if aug is None else self.augment.apply(xb, aug)
+
+    def step(self, idx, aug=None):
+        yb = self.y[idx]
+        loss, out = self.model.loss_on(self.images(idx, aug), yb)
+        if math.isfinite(loss):  # a diverged batch is refused by the caller, unapplied
+            self.model.backward()
+        return loss, int((out.argmax(axis=1) == yb).sum())
+
+
+def layer_telemetry(model, images):
+    """Per-layer weight and gradient norms, and the dead fraction of each ReLU layer on
+    ``images`` (a forward pass at the current parameters); see ``EpochStats.layers``."""
+    model.forward(images)
+    stats = {}
+    for i, layer in enumerate(model.layers):
+        entry = {}
+        if "weight" in layer.params:
+            entry["weight_norm"] = float(np.linalg.norm(layer.params["weight"]))
+            entry["grad_norm"] = float(np.linalg.norm(layer.grads["weight"]))
+        if layer.kind == "relu":
+            # a unit is one position of one channel (or one dense unit): dead when no
+            # image of the batch makes it positive
+            entry["dead_fraction"] = float(1.0 - layer._active.any(axis=0).mean())
+        if entry:
+            stats[f"{i + 1}-{layer.kind}"] = entry
+    return stats
+
+
+def score(model, x, y, batch_size=250):
+    """(mean loss, accuracy) of ``model`` on images ``x`` with labels ``y``."""
+    total, correct = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        out = model.forward(xb)
+        total += model.loss.forward(out, yb) * len(yb)
+        correct += int((out.argmax(axis=1) == yb).sum())
+    return total / len(x), correct / len(x)
 
 
 class Trainer:
@@ -36,9 +101,11 @@ class Trainer:
     ``x`` is the normalised training images (N, C, H, W) and ``y`` their labels; each epoch
     visits them in a fresh random order drawn from a generator seeded with ``seed``, in
     batches of ``batch_size`` (the last one may be smaller). ``val`` is an optional
-    (images, labels) pair scored after every epoch. Epoch k (from 0) uses the learning rate
-    ``optimizer.lr * lr_decay**k``: a function of the epoch alone, so resuming needs no
-    schedule state. ``threads`` share the validation predictions (``Sequential.predict``).
+    (images, labels) pair scored after every epoch. Step k (from 0, over the whole run) uses
+    the rate ``schedule.lr(k, optimizer.lr, ...)`` (default: ``optimizer.lr *
+    lr_decay**epoch``). ``augment`` (an ``Augmentation``) moves each training image by
+    parameters drawn from ``augment.step_rng(seed, k)``. ``steps`` computes the batch
+    gradients (default: ``InProcessSteps``; a worker pool has the same ``step`` method).
     """
 
     def __init__(
@@ -53,7 +120,9 @@ class Trainer:
         seed=0,
         val=None,
         lr_decay=1.0,
-        threads=1,
+        schedule=None,
+        augment=None,
+        steps=None,
     ):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -62,9 +131,13 @@ class Trainer:
         self.model, self.optimizer = model, optimizer
         self.x, self.y = x, np.asarray(y)
         self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.seed = int(seed)
         self.val = val
-        self.threads = int(threads)
-        self.base_lr, self.lr_decay = optimizer.lr, float(lr_decay)
+        self.base_lr = optimizer.lr
+        self.schedule = schedules.Exponential(lr_decay) if schedule is None else schedule
+        self.augment = augment if augment is not None and augment.active else None
+        self.local = InProcessSteps(model, self.x, self.y, self.augment)
+        self.steps = self.local if steps is None else steps
         self.rng = np.random.default_rng(seed)
         self.epoch = 0  # epochs completed
         self.batch = 0  # next batch within the current epoch
@@ -79,8 +152,25 @@ class Trainer:
         return math.ceil(len(self.x) / self.batch_size)
 
     @property
+    def total_steps(self):
+        return self.epochs * self.batches_per_epoch
+
+    @property
     def finished(self):
         return self.epoch >= self.epochs
+
+    def lr_at(self, step):
+        """The learning rate of step ``step`` (from 0) of this run."""
+        return self.schedule.lr(step, self.base_lr, self.batches_per_epoch, self.total_steps)
+
+    def _batch(self, batch):
+        """The indices and augmentation parameters of batch ``batch`` of this epoch."""
+        bs = self.batch_size
+        idx = self.order[batch * bs : (batch + 1) * bs]
+        if self.augment is None:
+            return idx, None
+        step = self.epoch * self.batches_per_epoch + batch
+        return idx, self.augment.draw(step_rng(self.seed, step), len(idx))
 
     def run(self, on_batch=None, on_epoch=None, should_stop=None):
         """Train until done or until ``should_stop()`` is true between two batches.
@@ -95,31 +185,29 @@ class Trainer:
             return self._run(on_batch, on_epoch, should_stop)
 
     def _run(self, on_batch, on_epoch, should_stop):
-        model, bs = self.model, self.batch_size
+        model = self.model
         while not self.finished:
             if self.order is None:
                 self.order = self.rng.permutation(len(self.x))
-            self.optimizer.lr = self.base_lr * self.lr_decay**self.epoch
             started = time.perf_counter()
             while self.batch < self.batches_per_epoch:
                 if should_stop is not None and should_stop():
                     self._epoch_seconds += time.perf_counter() - started
                     return False
-                idx = self.order[self.batch * bs : (self.batch + 1) * bs]
-                xb, yb = self.x[idx], self.y[idx]
-                loss, out = model.loss_on(xb, yb)
+                self.optimizer.lr = self.lr_at(self.epoch * self.batches_per_epoch + self.batch)
+                idx, aug = self._batch(self.batch)
+                loss, correct = self.steps.step(idx, aug)
                 if not math.isfinite(loss):
                     raise Diverged(
                         f"the loss became {loss} at epoch {self.epoch + 1}, batch "
                         f"{self.batch + 1}: lower the learning rate"
                     )
-                model.backward()
                 self.optimizer.step(model.flat_params, model.flat_grads)
                 self.batch += 1
                 self.cost.append(loss)
                 self._epoch_loss += loss
-                self._epoch_correct += int((out.argmax(axis=1) == yb).sum())
-                self._epoch_seen += len(yb)
+                self._epoch_correct += correct
+                self._epoch_seen += len(idx)
                 if on_batch is not None:
                     on_batch(self, loss, self._epoch_correct / self._epoch_seen)
             self._epoch_seconds += time.perf_counter() - started
@@ -129,17 +217,23 @@ class Trainer:
         return True
 
     def _finish_epoch(self):
-        val_accuracy = None
+        val_loss = val_accuracy = None
         if self.val is not None and len(self.val[0]):
-            val_accuracy = float(
-                (self.model.predict(self.val[0], threads=self.threads) == self.val[1]).mean()
-            )
+            val_loss, val_accuracy = score(self.model, *self.val)
+        last = self.batches_per_epoch - 1
+        layers = layer_telemetry(self.model, self.local.images(*self._batch(last)))
         stats = EpochStats(
             epoch=self.epoch + 1,
             train_loss=self._epoch_loss / self.batches_per_epoch,
             train_accuracy=self._epoch_correct / self._epoch_seen,
             val_accuracy=val_accuracy,
             seconds=self._epoch_seconds,
+            val_loss=val_loss,
+            lr=self.lr_at((self.epoch + 1) * self.batches_per_epoch - 1),
+            images_per_second=self._epoch_seen / self._epoch_seconds
+            if self._epoch_seconds > 0
+            else None,
+            layers=layers,
         )
         self.history.append(stats)
         self.epoch += 1
@@ -197,13 +291,23 @@ class Run:
     normalization: Normalization
 
 
-def prepare(config, mnist, checkpoint=None, threads=1):
+def augmentation(config, normalization):
+    """The ``Augmentation`` of ``config.data.augment`` for images normalised with
+    ``normalization`` (pixels moved in from outside the image are blank), or None."""
+    a = config.data.augment
+    if a is None:
+        return None
+    blank = float(normalization.norm(np.zeros((1, 1), dtype=np.uint8))[0, 0, 0, 0])
+    return Augmentation(shift=a.shift, rotate=a.rotate, scale=a.scale, fill=blank)
+
+
+def prepare(config, mnist, checkpoint=None):
     """Set up training ``config`` (a ``numpycnn.config.Config``) on ``mnist``.
 
     Splits and normalises the data as the config says (statistics from the training images
     only) and builds the network, the optimiser and the trainer. With ``checkpoint`` (a
     loaded model file holding one) the run continues from it: its model, normalisation and
-    training state replace fresh ones. ``threads`` share validation predictions.
+    training state replace fresh ones.
     """
     data, t = config.data, config.training
     train_x, train_y, val_x, val_y = split_train(
@@ -224,8 +328,8 @@ def prepare(config, mnist, checkpoint=None, threads=1):
         batch_size=t.batch_size,
         seed=t.seed,
         val=(norm.norm(val_x), val_y) if len(val_y) else None,
-        lr_decay=t.lr_decay,
-        threads=threads,
+        schedule=t.make_schedule(),
+        augment=augmentation(config, norm),
     )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint.checkpoint)

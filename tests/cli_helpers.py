@@ -71,8 +71,9 @@ def tiny_config(
     batch_size=50,
     seed=1,
     optimizer=None,
-    checkpoint_dir="ck",
+    runs_dir="runs",
     params="out.pkl",
+    run_name=None,
 ):
     """A config for the tiny network whose outputs go under ``tmp_path``."""
     return write_config(
@@ -86,7 +87,8 @@ def tiny_config(
         },
         output={
             "params": str(tmp_path / params),
-            "checkpoint_dir": str(tmp_path / checkpoint_dir),
+            "runs_dir": str(tmp_path / runs_dir),
+            **({} if run_name is None else {"name": run_name}),
         },
     )
 
@@ -124,7 +126,7 @@ class FakeLoader:
 def fake_mnist(monkeypatch, mnist_dir, test_limit=None):
     """Make ``train`` and ``eval`` use a FakeLoader; returns it."""
     loader = FakeLoader(mnist_dir, test_limit)
-    monkeypatch.setattr("numpycnn.cli.train.load_mnist", loader)
+    monkeypatch.setattr("numpycnn.api.load_mnist", loader)
     monkeypatch.setattr("numpycnn.cli.evaluate.load_mnist", loader)
     return loader
 

@@ -21,7 +21,7 @@ RECIPE = Path(__file__).resolve().parent.parent / "configs" / "escontrela.yaml"
 def test_train_eval_resume_predict(tmp_path, monkeypatch, mnist_dir):
     monkeypatch.delenv(data.MIRROR_ENV, raising=False)
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)  # the recipe's checkpoint_dir is relative: checkpoints/
+    monkeypatch.chdir(tmp_path)  # the recipe's runs_dir is relative: runs/
     where = ["--data-dir", tmp_path / "data", "--mirror", mnist_dir]
 
     # One epoch of the reference recipe on 320 images, MNIST fetched from the mirror.
@@ -29,19 +29,20 @@ def test_train_eval_resume_predict(tmp_path, monkeypatch, mnist_dir):
     result = invoke("train", "--config", RECIPE, *options, *where)
 
     assert result.exit_code == 0, result.output
-    header, epoch, summary = result.stdout.splitlines()
+    folder, header, epoch, summary = result.stdout.splitlines()
+    assert folder == "run folder runs/escontrela"
     assert header == (
         "training 105,634 parameters on 320 images (0 for validation), "
-        "1 epoch(s) of 20 batches, escontrela lr 0.01"
+        "1 epoch(s) of 20 batches, escontrela lr 0.01 (exponential schedule)"
     )
     assert epoch.startswith("epoch 1/1  loss ")
-    assert epoch.endswith("(checkpoint checkpoints/epoch-001.pkl)")
-    assert summary.endswith("/10000); saved the model to one.pkl")
+    assert epoch.endswith(" img/s")
+    assert summary.endswith("/10000); saved the model to one.pkl (run folder runs/escontrela)")
     for name in data.MNIST_FILES:
         assert (tmp_path / "data" / "mnist" / name).read_bytes() == (mnist_dir / name).read_bytes()
     one = load_model("one.pkl")
     expected = load_config(RECIPE).with_overrides(
-        epochs=1, batch_size=16, limit=320, params="one.pkl"
+        epochs=1, batch_size=16, limit=320, params="one.pkl", name="escontrela"
     )
     assert one.config == expected.to_dict()
     assert one.normalization["strategy"] == "reference"
@@ -59,9 +60,9 @@ def test_train_eval_resume_predict(tmp_path, monkeypatch, mnist_dir):
     with Image.open("one.png") as image:
         assert image.format == "PNG" and image.size == (1760, 528)
 
-    # A second epoch from the first one's checkpoint.
+    # A second epoch, continuing the run in its folder.
     result = invoke(
-        "train", "--resume", "checkpoints/epoch-001.pkl", "--epochs", 2, "--out", "two.pkl", *where
+        "train", "--resume", "runs/escontrela", "--epochs", 2, "--out", "two.pkl", *where
     )
 
     assert result.exit_code == 0, result.output
@@ -71,7 +72,7 @@ def test_train_eval_resume_predict(tmp_path, monkeypatch, mnist_dir):
     two = load_model("two.pkl")
     assert two.cost[:20] == one.cost and len(two.cost) == 40  # continued, not restarted
     assert two.metrics["epochs"] == 2 and two.metrics["test_accuracy"] > 0.6
-    assert Path("checkpoints/epoch-002.pkl").is_file()
+    assert load_model("runs/escontrela/last.pkl").checkpoint["epoch"] == 2
 
     # Real test digits saved as images of several kinds: predict gives the model's answers,
     # which are mostly right.
@@ -96,7 +97,7 @@ def test_help_version_and_unknown_command():
     assert result.exit_code == 0
     listed = result.stdout.split("Commands:\n")[1].splitlines()
     commands = [line.split()[0] for line in listed if line.strip()]
-    assert commands == ["download", "eval", "gradcheck", "predict", "train"]
+    assert commands == ["download", "eval", "gradcheck", "inspect", "predict", "train"]
     assert invoke("--version").stdout == f"numpycnn, version {__version__}\n"
     for command in ("train", "eval", "predict", "gradcheck"):
         assert invoke(command, "-h").stdout.startswith(f"Usage: main {command} ")

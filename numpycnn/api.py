@@ -1,0 +1,302 @@
+"""The Python face of numpycnn: ``train`` a network from a config, ``load`` a model file.
+
+``numpycnn train`` is a thin shell over ``train``: the same run folder, checkpoints, results
+and model file come out of either. Nothing here prints; progress reaches the caller through
+``Callbacks``.
+
+    import numpycnn
+    result = numpycnn.train("configs/default.yaml", epochs=1)
+    model = numpycnn.load("params.pkl")
+    model.predict(["seven.png"])            # -> array([7])
+"""
+
+import math
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .config import DEFAULT_RECIPE, Config, load_config
+from .data import Normalization, load_mnist, resolve_data_dir, resolve_mirrors
+from .engine import Sequential
+from .imageprep import load_digit
+from .modelfile import load_model, save_model
+from .training import EpochStats, Trainer, evaluate, prepare
+
+#: Settings a resumed run takes from its checkpoint, never from the caller.
+FIXED_ON_RESUME = ("batch_size", "lr", "seed", "limit", "name", "runs_dir")
+
+
+@dataclass
+class Callbacks:
+    """What ``train`` reports as it goes; every field is optional.
+
+    ``on_start(start)`` once training is set up (a ``Start``); ``on_batch(trainer, loss,
+    running_accuracy)`` after every batch; ``on_epoch(trainer, stats, folder)`` after every
+    epoch, once its checkpoint is written; ``should_stop()`` is asked between batches and
+    stops the run cleanly (checkpoint saved) when true; ``download_progress`` is a
+    tqdm-like factory for the MNIST download.
+    """
+
+    on_start: Callable | None = None
+    on_batch: Callable | None = None
+    on_epoch: Callable | None = None
+    should_stop: Callable | None = None
+    download_progress: Callable | None = None
+
+
+@dataclass
+class Start:
+    """What ``train`` tells ``on_start``: the run folder and the run's size."""
+
+    folder: runs.RunFolder
+    config: Config
+    trainer: Trainer
+    resumed_from: Path | None
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns. ``finished`` is False when ``should_stop`` ended the run
+    early: then ``checkpoint`` (the run folder's last.pkl) continues it and there is no
+    test score. ``params`` is where the final model was saved, or None when it was not
+    (interrupted, or ``params_skipped`` says why)."""
+
+    model: Sequential
+    normalization: Normalization
+    history: list
+    folder: runs.RunFolder
+    config: Config
+    finished: bool
+    checkpoint: Path
+    params: Path | None = None
+    metrics: dict | None = None
+    params_skipped: str | None = None
+
+
+def resolve_config(config=None, **overrides):
+    """The Config that ``train`` would use: a file path, a Config or None (the default
+    recipe), with the given overrides applied (None keeps a setting). A file's run name
+    defaults to the file's name without its extension, the default recipe's to "default"."""
+    if config is None:
+        config = DEFAULT_RECIPE.with_overrides(name="default")
+    elif isinstance(config, (str, os.PathLike)):
+        path = config
+        config = load_config(path)
+        if config.output.name is None:
+            config = config.with_overrides(name=Path(path).stem)
+    elif not isinstance(config, Config):
+        raise TypeError(f"config must be a path, a Config or None, got {type(config).__name__}")
+    return config.with_overrides(**overrides)
+
+
+def _resume_point(resume):
+    """(checkpoint path, the run folder to continue in or None) for ``resume``: a run
+    folder (its last.pkl) or a checkpoint file. Only the folder's own last.pkl continues in
+    that folder; an earlier checkpoint (best.pkl, epoch-002.pkl, a file from elsewhere)
+    starts a new folder, so the later history it would overwrite is kept."""
+    resume = Path(resume)
+    if resume.is_dir():
+        folder = runs.RunFolder.open(resume)
+        return folder.file(runs.LAST), folder
+    folder = runs.RunFolder.holding(resume)
+    if folder is not None and resume.name == runs.LAST:
+        return resume, folder
+    return resume, None
+
+
+def train(
+    config=None,
+    *,
+    resume=None,
+    callbacks=None,
+    threads=1,
+    epochs=None,
+    batch_size=None,
+    lr=None,
+    seed=None,
+    limit=None,
+    out=None,
+    data_dir=None,
+    mirrors=None,
+    name=None,
+    runs_dir=None,
+):
+    """Train a network as ``numpycnn train`` does, and return a ``TrainResult``.
+
+    ``config``: a YAML/INI path, a ``Config`` or None (the default recipe). The keyword
+    settings override the config's (``out`` is ``output.params``; ``data_dir`` and
+    ``mirrors`` also override the environment). ``resume``: a run folder or a checkpoint
+    to continue exactly, with its own settings (only ``epochs``, ``out``, ``data_dir``
+    and ``mirrors`` may change). ``threads`` share the test-set predictions.
+
+    Writes the run folder (``numpycnn.runs``) and, when the run finishes, the model file at
+    ``output.params``, unless another process replaced that file during the run: then it is
+    left alone and ``params_skipped`` says so (the run folder's last.pkl holds the model).
+    Raises ``training.Diverged`` if the loss stops being finite (the run folder keeps the
+    last completed epoch), ``ConfigError``, ``ModelFileError``, ``DataError``,
+    ``RunFolderError`` or ``ValueError`` for bad input.
+    """
+    cb = callbacks or Callbacks()
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "limit": limit,
+        "params": None if out is None else os.fspath(out),
+        "name": name,
+        "runs_dir": None if runs_dir is None else os.fspath(runs_dir),
+    }
+    checkpoint = folder = resumed_from = None
+    if resume is not None:
+        given = [k for k in FIXED_ON_RESUME if overrides[k] is not None]
+        if config is not None or given:
+            what = ", ".join(["config", *given] if config is not None else given)
+            raise ValueError(
+                f"a resumed run keeps its own settings: {what} cannot be given with resume "
+                "(only epochs, out, data_dir and mirrors can)"
+            )
+        path, folder = _resume_point(resume)
+        checkpoint = load_model(path)
+        if checkpoint.checkpoint is None or checkpoint.config is None:
+            raise ValueError(f"{path}: a trained model, not a training checkpoint")
+        resumed_from = path
+        config = Config.from_dict(checkpoint.config, source=str(path))
+    config = resolve_config(config, **overrides)
+
+    with ExitStack() as hold:
+        if folder is not None:  # resuming in place: refuse at once if that run is going
+            hold.enter_context(folder.locked())
+        mnist = load_mnist(
+            resolve_data_dir(data_dir, config.data.data_dir),
+            resolve_mirrors(mirrors or (), config.data.mirrors),
+            progress=cb.download_progress,
+        )
+        run = prepare(config, mnist, checkpoint)
+        if folder is None:  # a new run claims its folder once its setup has succeeded
+            folder = runs.RunFolder.create(config.output.runs_dir, config.output.name or "train")
+            hold.enter_context(folder.locked())
+        return _train(run, mnist, config, folder, resumed_from, cb, threads)
+
+
+def _train(run, mnist, config, folder, resumed_from, cb, threads):
+    """The training run proper, in its locked run folder."""
+    model, trainer, norm = run.model, run.trainer, run.normalization
+    folder.write_config(config.to_dict())
+    params_path = Path(config.output.params)
+    params_before = runs.file_state(params_path)
+    best = max(
+        (s.val_accuracy for s in trainer.history if s.val_accuracy is not None),
+        default=-math.inf,
+    )
+
+    def save(path, **extra):
+        history = [asdict(s) for s in trainer.history]
+        save_model(path, model, norm, trainer.cost, config.to_dict(), history=history, **extra)
+        return path
+
+    def save_checkpoint(path, **extra):
+        return save(path, checkpoint=trainer.state_dict(), **extra)
+
+    def on_epoch(t, stats):
+        nonlocal best
+        save_checkpoint(folder.file(runs.LAST))
+        if stats.val_accuracy is not None and stats.val_accuracy > best:
+            best = stats.val_accuracy
+            save_checkpoint(folder.file(runs.BEST))
+        if config.output.save_epochs:
+            save_checkpoint(folder.epoch_file(stats.epoch))
+        folder.write_results(t.history)
+        folder.write_plot(t.history)
+        if cb.on_epoch is not None:
+            cb.on_epoch(t, stats, folder)
+
+    if cb.on_start is not None:
+        cb.on_start(Start(folder, config, trainer, resumed_from))
+    finished = trainer.run(cb.on_batch, on_epoch, cb.should_stop)
+    last = folder.file(runs.LAST)
+    result = TrainResult(model, norm, list(trainer.history), folder, config, finished, last)
+    if not finished:
+        save_checkpoint(last)
+        return result
+
+    test = evaluate(model, norm.norm(mnist.test_images), mnist.test_labels, threads=threads)
+    final = trainer.history[-1] if trainer.history else None
+    result.metrics = {
+        "test_accuracy": test["accuracy"],
+        "test_correct": test["correct"],
+        "test_total": test["total"],
+        "val_accuracy": None if final is None else final.val_accuracy,
+        "train_loss": None if final is None else final.train_loss,
+        "seconds": sum(s.seconds for s in trainer.history),
+        "epochs": trainer.epoch,
+    }
+    save_checkpoint(last, metrics=result.metrics)
+    if runs.file_state(params_path) != params_before:
+        result.params_skipped = (
+            f"{params_path} was replaced by another process during this run, so it was "
+            f"left alone; this run's model is {last}"
+        )
+    else:
+        result.params = save(params_path, metrics=result.metrics)
+    return result
+
+
+class Model:
+    """A trained network ready to classify: the engine's ``Sequential`` with the
+    normalisation of its training images. ``load`` makes one from a model file;
+    ``history`` is its per-epoch figures as plain dicts (``EpochStats`` fields)."""
+
+    def __init__(self, network, normalization, history=(), metrics=None, config=None):
+        self.network = network
+        self.normalization = normalization
+        self.history = [asdict(h) if isinstance(h, EpochStats) else dict(h) for h in history]
+        self.metrics, self.config = metrics, config
+
+    def __repr__(self):
+        return (
+            f"Model({len(self.network.layers)} layers, {self.network.num_params:,} parameters, "
+            f"{self.normalization.strategy} normalization)"
+        )
+
+    def _inputs(self, images):
+        """Normalised network input from image files or raw pixel arrays."""
+        if isinstance(images, (str, os.PathLike)):
+            images = [images]
+        if (
+            isinstance(images, (list, tuple))
+            and images
+            and isinstance(images[0], (str, os.PathLike))
+        ):
+            images = np.stack([load_digit(path) for path in images])
+        images = np.asarray(images)
+        if images.dtype.kind not in "uif":
+            raise ValueError(f"expected image files or pixel arrays, got {images.dtype} data")
+        return self.normalization.norm(images)
+
+    def predict_proba(self, images, threads=1):
+        """Class probabilities (N, 10) for ``images``: a file path or a list of them (any
+        image ``numpycnn predict`` takes, prepared the same way), or pixel arrays (N, 28, 28)
+        or (28, 28) valued 0-255 as in MNIST, light digit on dark."""
+        return self.network.predict_proba(self._inputs(images), threads=threads)
+
+    def predict(self, images, threads=1):
+        """The most likely digit of each image (see ``predict_proba``)."""
+        return self.predict_proba(images, threads=threads).argmax(axis=1)
+
+
+def load(path):
+    """The ``Model`` in a model file written by ``train`` (or a 2018 reference pickle)."""
+    saved = load_model(path)
+    return Model(
+        saved.model,
+        Normalization.from_dict(saved.normalization),
+        history=saved.history,
+        metrics=saved.metrics,
+        config=saved.config,
+    )
