@@ -7,10 +7,38 @@ import click
 import numpy as np
 
 from numpycnn.data import Normalization
-from numpycnn.imageprep import load_digit
+from numpycnn.imageprep import ImageError, load_digit
 from numpycnn.modelfile import load_model
 
 from .options import reports_errors
+
+
+def _digits(images):
+    """(paths, digits) of the named files and of every file in the named directories.
+
+    A named file that is not a digit image is an error; a file found in a directory is
+    skipped with a warning on stderr (a folder often holds notes or thumbnails too).
+    Directories are read in sorted order, not recursively; hidden files are ignored.
+    """
+    paths, digits = [], []
+    for path in images:
+        if not path.is_dir():
+            paths.append(path)
+            digits.append(load_digit(path))
+            continue
+        found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        kept = 0
+        for member in found:
+            try:
+                digits.append(load_digit(member))
+            except ImageError as exc:
+                click.echo(f"Warning: skipped {exc}", err=True)
+                continue
+            paths.append(member)
+            kept += 1
+        if not kept:
+            raise ImageError(f"{path}: no digit images in this directory")
+    return paths, digits
 
 
 @click.command()
@@ -40,18 +68,23 @@ from .options import reports_errors
 def predict(images, params, top_k, as_json):
     """Classify digit images (PNG, JPEG or BMP; any size, colour or transparency).
 
+    IMAGES are files, or directories whose images are all classified, in sorted order
+    (files in them that are not digit images are reported on stderr and skipped).
+    Images above 40 megapixels are refused.
+
     Each image is prepared the way MNIST was made: light digit on dark, cropped to its
     ink, fitted to 20x20 and centred on its centre of mass in 28x28; then normalised
     like the model's training images.
 
     \b
-    Example:
+    Examples:
       numpycnn predict --params params.pkl seven.png photo-of-a-three.jpg
+      numpycnn predict --params params.pkl my-digits/
     """
     saved = load_model(params)
     norm = Normalization.from_dict(saved.normalization)
-    digits = np.stack([load_digit(path) for path in images])
-    probs = saved.model.predict_proba(norm.norm(digits))
+    images, digits = _digits(images)
+    probs = saved.model.predict_proba(norm.norm(np.stack(digits)))
     results = []
     for path, p in zip(images, probs):
         ranked = np.argsort(-p, kind="stable")[:top_k]

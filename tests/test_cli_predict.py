@@ -141,3 +141,83 @@ def test_truncated_params_file(tmp_path, digits, reference_params_path):
 )
 def test_usage_errors(args, message):
     assert error_line(invoke("predict", *args), code=2) == message
+
+
+def bomb_png(width, height):
+    """A valid PNG header that declares ``width`` x ``height`` pixels, in a few hundred bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (width + 1) * 8)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(("side", "shown"), [(8000, "8000x8000"), (20000, "over 178,956,970")])
+def test_a_huge_image_is_refused_cleanly(tmp_path, digits, reference_params_path, side, shown):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bomb_png(side, side))
+
+    result = invoke("predict", "--params", reference_params_path, digits[0][0], bomb)
+
+    line = error_line(result)
+    assert line == f"{bomb}: image too large ({shown} pixels; the limit is 40,000,000)"
+    assert "DecompressionBomb" not in result.stderr
+
+
+def test_a_directory_predicts_every_image_in_sorted_order(
+    tmp_path, mnist_dir, reference_params_path
+):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    paths, labels = digit_files(folder, real_mnist(mnist_dir), 6)
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / ".hidden.png").write_bytes(b"ignored")
+    (folder / "sub").mkdir()
+    Image.new("L", (30, 30), 255).save(folder / "blank.png")
+
+    result = invoke("predict", "--params", reference_params_path, "--json", folder)
+
+    assert result.exit_code == 0, result.output
+    ordered = sorted(zip(paths, labels))
+    assert [r["file"] for r in last_json(result)] == [str(p) for p, _ in ordered]
+    assert [r["digit"] for r in last_json(result)] == [label for _, label in ordered]
+    assert result.stderr.splitlines() == [
+        f"Warning: skipped {folder / 'blank.png'}: no ink found (blank image: contrast 0 of 255 "
+        "grey levels)",
+        f"Warning: skipped {folder / 'notes.txt'}: not an image (or a format Pillow cannot read)",
+    ]
+
+
+def test_a_directory_and_files_together(tmp_path, digits, reference_params_path):
+    paths, labels = digits
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(paths[0].read_bytes())
+
+    result = invoke("predict", "--params", reference_params_path, "--json", paths[1], folder)
+
+    assert result.exit_code == 0, result.output
+    results = last_json(result)
+    assert [r["file"] for r in results] == [str(paths[1]), str(folder / "a.png")]
+    assert [r["digit"] for r in results] == [labels[1], labels[0]]
+
+
+def test_a_directory_without_images_is_an_error(tmp_path, reference_params_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "readme.md").write_text("# nothing here")
+
+    result = invoke("predict", "--params", reference_params_path, folder)
+
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines() == [
+        f"Warning: skipped {folder / 'readme.md'}: not an image (or a format Pillow cannot read)",
+        f"Error: {folder}: no digit images in this directory",
+    ]
