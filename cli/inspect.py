@@ -122,16 +122,16 @@ def serve(inspector, host, port, open_browser=True):
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
-    if not server.loopback_only:
-        click.echo(
-            f"Warning: listening on {host}: anyone who can reach this address can use the "
-            "page, which has no authentication.",
-            err=True,
-        )
-    click.echo(f"numpycnn inspect: {inspector.name} at {server.url}  (Ctrl-C to stop)")
-    if open_browser:
-        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
     try:
+        if not server.loopback_only:
+            click.echo(
+                f"Warning: listening on {host}: anyone who can reach this address can use the "
+                "page, which has no authentication.",
+                err=True,
+            )
+        click.echo(f"numpycnn inspect: {inspector.name} at {server.url}  (Ctrl-C to stop)")
+        if open_browser:
+            threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo("stopped", err=True)

@@ -43,6 +43,9 @@ __all__ = ["MAX_BODY", "InspectServer", "make_server", "to_json"]
 
 #: Largest request body accepted: a phone photo, base64-encoded, fits.
 MAX_BODY = 12 * 1024 * 1024
+#: Bodies up to this size over the limit are read and dropped before the 413, so that the
+#: client sees it; larger ones are refused unread and the connection closed.
+DRAIN_LIMIT = 4 * MAX_BODY
 PAGE = "inspect.html"
 #: The page may talk to this server only, and run only its own inline code.
 CSP = (
@@ -166,6 +169,7 @@ def _optional_int(body, key):
 class Handler(BaseHTTPRequestHandler):
     server_version = "numpycnn-inspect"
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a silent connection may hold its thread
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # successes are not logged; errors are, one line each, in _error
@@ -217,7 +221,12 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(400, "negative Content-Length")
         if length > MAX_BODY:
-            self.close_connection = True  # the body is never read
+            self.close_connection = True
+            if length <= DRAIN_LIMIT:
+                # read and drop it, so that the client (a browser) gets to see the answer
+                left = length
+                while left > 0 and (chunk := self.rfile.read(min(1 << 20, left))):
+                    left -= len(chunk)
             raise RequestError(
                 413, f"request body of {length:,} bytes is over the limit of {MAX_BODY:,}"
             )

@@ -1,0 +1,127 @@
+"""``numpycnn inspect`` as a user runs it: a real process serving on 127.0.0.1 until
+Ctrl-C, and ``--save`` writing the figures."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cli_helpers import error_line, invoke
+from PIL import Image
+from test_inspect_api import image_body, request
+
+
+def start(*args, env=None):
+    """``numpycnn inspect ARGS --no-browser`` in its own process; (process, URL line)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "numpycnn.cli.main", "inspect", *map(str, args), "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    line = proc.stdout.readline()
+    return proc, line
+
+
+@pytest.fixture
+def seven_png(tmp_path, mnist):
+    path = tmp_path / "seven.png"
+    Image.fromarray(255 - mnist.test_images[0]).resize((84, 84)).save(path)
+    return path
+
+
+def test_serves_until_ctrl_c_then_exits_0(reference_params_path, seven_png, mnist_dir, tmp_path):
+    proc, line = start(reference_params_path, "--mirror", mnist_dir, "--data-dir", tmp_path)
+    try:
+        assert line.startswith("numpycnn inspect: escontrela-params.pkl at http://127.0.0.1:")
+        url = line.split(" at ")[1].split()[0].rstrip("/")
+        status, r = request(url + "/api/predict", image_body(seven_png.read_bytes()))
+        assert status == 200 and r["predicted"] == 7
+        status, r = request(url + "/api/unit", {"pixels": [0] * 784, "layer": 99, "unit": [0]})
+        assert status == 400
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    # one line for the bad request, one for stopping
+    assert err.splitlines() == ["POST /api/unit: 400 layer 99 is out of range (0 to 8)", "stopped"]
+
+
+def test_binding_beyond_this_machine_warns(reference_params_path):
+    proc, line = start(reference_params_path, "--host", "0.0.0.0")
+    try:
+        assert " at http://0.0.0.0:" in line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert err.splitlines()[0] == (
+        "Warning: listening on 0.0.0.0: anyone who can reach this address can use the page, "
+        "which has no authentication."
+    )
+
+
+def test_a_busy_port_is_one_error_line(reference_params_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        line = error_line(invoke("inspect", reference_params_path, "--no-browser", "--port", port))
+    assert line == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_save_writes_the_figures(reference_params_path, seven_png, tmp_path):
+    out = tmp_path / "figures"
+    result = invoke("inspect", reference_params_path, "--image", seven_png, "--save", out)
+    assert result.exit_code == 0, result.output
+    names = ["input.png", "activations.png", "saliency.png", "filters.png"]
+    assert result.stdout.splitlines() == [f"wrote {out / name}" for name in names]
+    for name in names:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.width > 300 and im.height > 200
+            # a real figure, not a blank canvas
+            assert np.asarray(im.convert("L")).std() > 5
+    assert not list(out.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_save_without_an_image_writes_the_filters(reference_params_path, tmp_path):
+    result = invoke("inspect", reference_params_path, "--save", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote {tmp_path / 'filters.png'}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image", "x.png"], "--image is used with --save DIR (the page has its own input)"),
+        (["--class", "3"], "--class is used with --image"),
+        (["--port", "70000"], "Invalid value for '--port': 70000 is not in the range 0<=x<=65535."),
+    ],
+)
+def test_usage_errors(reference_params_path, args, message):
+    result = invoke("inspect", reference_params_path, "--no-browser", *args)
+    assert error_line(result, code=2) == message
+
+
+def test_bad_files_are_one_error_line(tmp_path, reference_params_path):
+    missing = tmp_path / "nope.pkl"
+    assert error_line(invoke("inspect", missing, "--no-browser")) == f"{missing}: no such file"
+    blank = tmp_path / "blank.png"
+    Image.new("L", (40, 40), 255).save(blank)
+    line = error_line(
+        invoke("inspect", reference_params_path, "--image", blank, "--save", tmp_path)
+    )
+    assert line.startswith(f"{blank}: no ink found")
+
+
+def test_help_reads_like_documentation():
+    result = invoke("inspect", "--help")
+    assert result.exit_code == 0
+    for words in ("draw a digit", "--no-browser", "--save DIR", "Ctrl-C", "no authentication"):
+        assert words in result.stdout
+    assert "inspect" in invoke("--help").stdout
