@@ -82,7 +82,7 @@ def image_body(data):
 def reference_inspector(reference_params_path, mnist):
     saved = load_model(reference_params_path)
     test = (mnist.test_images[:TEST_IMAGES], mnist.test_labels[:TEST_IMAGES])
-    return Inspector(saved, test_set=lambda: test, threads=2, name="reference.pkl")
+    return Inspector(saved, test_set=lambda: test, threads=2, name=reference_params_path.name)
 
 
 # ----- fixtures -----
