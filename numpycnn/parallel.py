@@ -21,6 +21,7 @@ ignore SIGINT, so that Ctrl-C reaches only the main process, and exit by themsel
 the main process goes away.
 """
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -164,10 +165,28 @@ class _ParentGone(Exception):
     pass
 
 
+@contextlib.contextmanager
+def _no_sigint():
+    """Hold SIGINT back from this thread while workers start: they inherit the blocked
+    signal and ignore it before unblocking it, so that a Ctrl-C during their start-up
+    (a spawned worker spends a while importing) cannot interrupt them with a traceback. A
+    Ctrl-C meanwhile reaches the main process as soon as the workers are started."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _worker_main(rank, conn, setup, inherited):
     """A worker's whole life: serve the main process's requests until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked copy of a handler must not linger
+    if hasattr(signal, "pthread_sigmask"):  # blocked since birth (see _no_sigint): now ignored
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     for c in inherited:  # fork: the main process's pipe ends, so that its death reads as EOF
         c.close()
     try:
@@ -392,19 +411,20 @@ class WorkerPool:
             },
         }
         fork = self.start_method == "fork"
-        for rank in range(self.workers):
-            ours, theirs = self.context.Pipe(duplex=True)
-            self._res.conns.append(ours)
-            inherited = list(self._res.conns) if fork else []
-            p = self.context.Process(
-                target=_worker_main,
-                args=(rank, theirs, setup, inherited),
-                name=f"numpycnn-worker-{rank}",
-                daemon=True,
-            )
-            p.start()
-            theirs.close()
-            self._res.processes.append(p)
+        with _no_sigint():
+            for rank in range(self.workers):
+                ours, theirs = self.context.Pipe(duplex=True)
+                self._res.conns.append(ours)
+                inherited = list(self._res.conns) if fork else []
+                p = self.context.Process(
+                    target=_worker_main,
+                    args=(rank, theirs, setup, inherited),
+                    name=f"numpycnn-worker-{rank}",
+                    daemon=True,
+                )
+                p.start()
+                theirs.close()
+                self._res.processes.append(p)
         self.pids = [reply[1] for reply in self._request(range(self.workers), None)]
 
     # ----- talking to the workers -----

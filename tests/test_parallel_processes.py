@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent(
         rng = np.random.default_rng(0)
         x = rng.standard_normal((256, 1, 28, 28), dtype=np.float32)
         y = rng.integers(0, 10, 256)
+        print("starting", flush=True)
         try:
             with threadpool_limits(1), WorkerPool(model, x, y, 2, method) as pool:
                 print(json.dumps({"pids": pool.pids}), flush=True)
@@ -99,6 +100,10 @@ class Run:
             text=True,
             start_new_session=True,
         )
+        assert self.proc.stdout.readline() == "starting\n", self.proc.communicate()[1]
+
+    def started(self):
+        """Wait for the pool to be up; note the processes and segments it made."""
         line = self.proc.stdout.readline()
         assert line, self.proc.communicate()[1]
         self.workers = json.loads(line)["pids"]
@@ -106,6 +111,7 @@ class Run:
         self.family = descendants(self.proc.pid)  # the workers, the resource tracker, ...
         assert set(self.workers) <= set(self.family)
         assert len(segments(self.proc.pid)) >= 2
+        return self
 
     def finish(self, timeout=10):
         """Wait for the script's end: (exit code, stderr, seconds since asked)."""
@@ -145,7 +151,7 @@ def assert_quiet(stderr, allowed=()):
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_a_worker_killed_with_sigkill_ends_the_run_with_one_line(tmp_path, method):
-    run = Run(tmp_path, method)
+    run = Run(tmp_path, method).started()
     os.kill(run.workers[1], signal.SIGKILL)
     code, stderr, seconds = run.finish()
     assert code == 1 and seconds < 5
@@ -167,7 +173,7 @@ def test_sigint_to_the_group_reaches_only_the_main_process(tmp_path, method, han
     """Ctrl-C in a terminal signals the whole group; the workers ignore it. With a handler
     the main process finishes its batch, steps once more and predicts; without one a
     KeyboardInterrupt may cut a request short, and the pool still closes cleanly."""
-    run = Run(tmp_path, method, handlers)
+    run = Run(tmp_path, method, handlers).started()
     os.killpg(run.proc.pid, signal.SIGINT)
     code, stderr, seconds = run.finish()
     assert code == 1 and seconds < 5
@@ -176,7 +182,7 @@ def test_sigint_to_the_group_reaches_only_the_main_process(tmp_path, method, han
 
 
 def test_sigterm_unwinding_closes_the_pool(tmp_path):
-    run = Run(tmp_path, "fork", handlers="cli")
+    run = Run(tmp_path, "fork", handlers="cli").started()
     os.kill(run.proc.pid, signal.SIGTERM)
     code, stderr, seconds = run.finish()
     assert code == 128 + signal.SIGTERM and seconds < 5
@@ -193,9 +199,22 @@ def test_workers_and_segments_go_when_the_main_process_dies(tmp_path, method, si
     """No cleanup code runs in the main process: the workers notice their pipe close and
     exit, and the resource tracker unlinks what the dead owner registered (warning, rightly,
     that it found them leaked)."""
-    run = Run(tmp_path, method)
+    run = Run(tmp_path, method).started()
     os.kill(run.proc.pid, sig)
     code, stderr, _ = run.finish()
     assert code == -sig
     assert "Traceback" not in stderr
+    run.assert_nothing_left()
+
+
+def test_ctrl_c_while_spawned_workers_start_up(tmp_path):
+    """A spawned worker spends a while importing before it can ignore SIGINT: the pool
+    holds the signal back from it until then, so the main process alone is interrupted."""
+    run = Run(tmp_path, "spawn")
+    time.sleep(0.05)
+    run.family = descendants(run.proc.pid)  # the workers started so far, if any
+    os.killpg(run.proc.pid, signal.SIGINT)
+    code, stderr, seconds = run.finish()
+    assert code == 1 and seconds < 10
+    assert_quiet(stderr, allowed=["interrupted"])
     run.assert_nothing_left()
