@@ -248,6 +248,7 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "batch": self.batch,
+            "seed": self.seed,  # the augmentation stream's
             "order": None if self.order is None else self.order.copy(),
             "rng": self.rng.bit_generator.state,
             "optimizer": {"spec": self.optimizer.spec(), **self.optimizer.state_dict()},
@@ -264,6 +265,7 @@ class Trainer:
     def load_state_dict(self, state):
         """Continue from ``state_dict()`` output (the model's parameters are set apart)."""
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self.seed = int(state.get("seed", self.seed))  # absent in checkpoints of 0.1.0
         self.order = None if state["order"] is None else np.asarray(state["order"])
         if self.order is not None and len(self.order) != len(self.x):
             raise ValueError(

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from numpycnn import schedules
+from numpycnn.augment import Augmentation
 from numpycnn.engine import Sequential, optim, reference_network
-from numpycnn.training import Diverged, Trainer, evaluate
+from numpycnn.training import Diverged, Trainer, evaluate, layer_telemetry, score
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,115 @@ def test_evaluate_counts_like_a_confusion_matrix():
     assert report["per_class"]["0"] == {"precision": 0.5, "recall": 1 / 3, "support": 3}
     assert report["per_class"]["2"]["precision"] == 0.5
     assert report["per_class"]["2"]["recall"] == 1.0
+
+
+# ----- schedules, augmentation and telemetry in the loop -----
+
+
+def make_augmented_trainer(data, schedule, seed=3, model_seed=1, epochs=2):
+    x, y = data
+    return Trainer(
+        reference_network(seed=model_seed, init="he_normal"),
+        optim.Adam(2e-3),
+        x[:600],
+        y[:600],
+        epochs=epochs,
+        batch_size=32,
+        seed=seed,
+        val=(x[1500:], y[1500:]),
+        schedule=schedule,
+        augment=Augmentation(shift=2, rotate=10, scale=0.1, fill=-33 / 78),
+    )
+
+
+@pytest.mark.parametrize(
+    "schedule", [schedules.OneCycle(), schedules.Cosine(warmup=0.1)], ids=["onecycle", "cosine"]
+)
+def test_augmented_scheduled_training_resumes_exactly(mnist_small, schedule):
+    whole = make_augmented_trainer(mnist_small, schedule)
+    rates = []
+    whole.run(on_batch=lambda t, loss, acc: rates.append(t.optimizer.lr))
+    total = whole.total_steps
+    assert rates == [schedule.lr(k, 2e-3, whole.batches_per_epoch, total) for k in range(total)]
+
+    first = make_augmented_trainer(mnist_small, schedule)
+    calls = iter(range(10**6))
+    assert not first.run(should_stop=lambda: next(calls) >= 25)  # stops in epoch 2
+    resumed = make_augmented_trainer(mnist_small, schedule, seed=99, model_seed=42)
+    resumed.model.set_params(first.model.get_params())
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.run()
+    assert resumed.cost == whole.cost
+    for a, b in zip(resumed.model.get_params(), whole.model.get_params()):
+        np.testing.assert_array_equal(a, b)
+    assert [s.lr for s in resumed.history] == [s.lr for s in whole.history]
+
+
+def test_augmentation_moves_training_batches_only(mnist_small):
+    trainer = make_augmented_trainer(mnist_small, schedules.Exponential())
+    x_before, val_before = trainer.x.copy(), trainer.val[0].copy()
+    seen = []
+    original = trainer.local.step
+
+    def spy(idx, aug):
+        seen.append((idx, trainer.local.images(idx, aug)))
+        return original(idx, aug)
+
+    trainer.local.step = spy
+    trainer.steps = trainer.local
+    trainer.run()
+    np.testing.assert_array_equal(trainer.x, x_before)  # the stored images never change
+    np.testing.assert_array_equal(trainer.val[0], val_before)
+    # every batch the network saw was moved, none was the plain images
+    assert all(not np.array_equal(images, x_before[idx]) for idx, images in seen)
+    # validation was scored on the plain validation images
+    loss, accuracy = score(trainer.model, *trainer.val)
+    assert trainer.history[-1].val_accuracy == accuracy
+    assert accuracy == float((trainer.model.predict(trainer.val[0]) == trainer.val[1]).mean())
+
+
+def test_epoch_stats_carry_speed_rate_validation_loss_and_layer_telemetry(mnist_small):
+    trainer = make_trainer(mnist_small, epochs=1)
+    trainer.run()
+    (stats,) = trainer.history
+    assert stats.images_per_second == pytest.approx(1500 / stats.seconds)
+    assert stats.lr == 1e-3 and stats.val_loss > 0
+    assert set(stats.layers) == {"1-conv2d", "2-relu", "3-conv2d", "4-relu", "7-dense", "8-relu",
+                                 "9-dense"}  # fmt: skip
+
+    # Recompute the telemetry by hand: norms of the weights and of the last batch's
+    # gradient, and the units of each ReLU that no image of the last batch activates.
+    model = trainer.model
+    for i, layer in enumerate(model.layers):
+        entry = stats.layers.get(f"{i + 1}-{layer.kind}")
+        if "weight" in layer.params:
+            assert entry["weight_norm"] == pytest.approx(
+                np.sqrt((layer.params["weight"] ** 2).sum())
+            )
+            assert entry["grad_norm"] == pytest.approx(np.sqrt((layer.grads["weight"] ** 2).sum()))
+    xb = mnist_small[0][:1500]
+    state = np.random.default_rng(3).permutation(1500)  # epoch 1's shuffle, seed 3
+    batch = xb[state[46 * 32 :]]
+    activations, h = [], model._as_input(batch)
+    for layer in model.layers:
+        h = layer.forward(h)
+        if layer.kind == "relu":
+            activations.append(h)
+    relus = [f"{i + 1}-relu" for i, layer in enumerate(model.layers) if layer.kind == "relu"]
+    for label, a in zip(relus, activations):
+        dead = float((~(a > 0).any(axis=0)).mean())
+        assert stats.layers[label]["dead_fraction"] == pytest.approx(dead)
+    assert stats.layers["8-relu"]["dead_fraction"] < 0.5  # a healthy run
+
+
+def test_dead_relus_are_counted_when_a_layer_dies():
+    # A dense layer whose bias is very negative: every unit is dead on every image.
+    model = Sequential(
+        [{"type": "flatten"}, {"type": "dense", "units": 6}, {"type": "relu"},
+         {"type": "dense", "units": 3}],
+        input_shape=(1, 2, 2),
+    )  # fmt: skip
+    model.layers[1].params["bias"][:4] = -1e3
+    x = np.random.default_rng(0).normal(size=(16, 1, 2, 2)).astype(np.float32)
+    stats = layer_telemetry(model, x)
+    assert stats["3-relu"]["dead_fraction"] >= 4 / 6
