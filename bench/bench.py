@@ -574,7 +574,9 @@ def measure(task, args, sides, workers, **extra):
     runs = {side: [] for side in sides}
     for k in range(args.rounds):
         for side in order_of(k, sides):
-            spec = {**base, "side": side, "workers": workers if side == "numpycnn" else 1}
+            # "numpycnn-1": numpycnn with one worker, i.e. in process, on --threads BLAS threads
+            side_workers = {"numpycnn": workers, "torch": 1}.get(side, 1)
+            spec = {**base, "side": side.split("-")[0], "workers": side_workers}
             log(f"  {task} {extra}: round {k + 1}/{args.rounds}, {side}")
             runs[side].append(run_child(spec))
     return runs
@@ -601,6 +603,10 @@ def train_summary(runs, sides):
         pairs = zip(runs["numpycnn"], runs["torch"])  # adjacent in time
         result["round_ratios"] = [a["seconds"] / b["seconds"] for a, b in pairs]
         result["ratio"] = statistics.median(result["round_ratios"])
+    result["single_ratio"] = None
+    if "numpycnn-1" in sides:  # the default workers against the in-process path
+        pairs = zip(runs["numpycnn"], runs["numpycnn-1"])
+        result["single_ratio"] = statistics.median(a["seconds"] / b["seconds"] for a, b in pairs)
     return result
 
 
@@ -680,6 +686,13 @@ def report(results):
         if t:
             rounds = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(n["seconds"], t["seconds"]))
             lines.append(f"  {'rounds (numpycnn/torch s)':{w - 2}} {rounds}")
+        single = train.get("numpycnn-1")
+        if single is not None:
+            label = f"vs numpycnn --workers 1 ({single['median_seconds']:.2f} s)"
+            lines.append(
+                f"  {label:{w - 2}} {'':>10} {'':>10} {as_ratio(train['single_ratio']):>7}  "
+                f"<= 1.0x {verdict(train['single_ratio'] <= 1.0)}"
+            )
         lines.append("")
     inf = results["inference"]
     lines.append(
@@ -849,8 +862,9 @@ def main(argv=None):
     results = {"train": {}}
     for bs in args.batch_sizes:
         log(f"training at batch {bs}")
-        runs = measure("train", args, sides, workers_for(bs), batch_size=bs, memory=True)
-        train = train_summary(runs, sides)
+        train_sides = sides + (["numpycnn-1"] if workers_for(bs) > 1 else [])
+        runs = measure("train", args, train_sides, workers_for(bs), batch_size=bs, memory=True)
+        train = train_summary(runs, train_sides)
         train["workers"] = workers_for(bs)
         train["pass"] = None if train["ratio"] is None else train["ratio"] <= TRAIN_RATIO_MAX
         results["train"][str(bs)] = train

@@ -38,6 +38,7 @@ def check_common(stdout, results):
         "peak memory",
         "where numpycnn's time goes at batch 32",
         "synchronisation + contention",
+        "vs numpycnn --workers 1",
         "0.16 s/image",
     ):
         assert heading in stdout
@@ -51,6 +52,8 @@ def check_common(stdout, results):
         assert 0 <= figures["train_accuracy"] <= 1 and 0 <= figures["test_accuracy"] <= 1
         # all of MNIST loaded (a run this short may end before a sample sees its workers)
         assert figures["processes_seen"] >= 1 and figures["pss_peak_mb"] > 100
+        # the default workers (here 2) against the in-process path
+        assert train["numpycnn-1"]["seconds"][0] > 0 and train["single_ratio"] > 0
     inference = results["inference"]
     assert inference["numpycnn"]["median_images_per_s"] > 0
     memory = results["memory"]
