@@ -12,16 +12,29 @@ def shared_dir():
     return ROOT.parent / "shared"
 
 
+def mnist_candidates():
+    """Where the real MNIST files may be, in order: ``$NUMPYCNN_TEST_MNIST`` if set, else
+    ``../shared/mnist`` beside the project, then the download cache that ``numpycnn
+    download`` fills (``$NUMPYCNN_DATA_DIR/mnist``, by default ``data/mnist`` here)."""
+    if "NUMPYCNN_TEST_MNIST" in os.environ:
+        return [Path(os.environ["NUMPYCNN_TEST_MNIST"])]
+    cache = Path(os.environ.get("NUMPYCNN_DATA_DIR", ROOT / "data")) / "mnist"
+    return [shared_dir() / "mnist", cache]
+
+
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """The folder with the four real MNIST .gz files (the tests' download mirror).
+    """The folder with the four real MNIST .gz files (the tests' download mirror)."""
+    from numpycnn import data
 
-    ``NUMPYCNN_TEST_MNIST`` names it; by default ``../shared/mnist`` beside the project.
-    """
-    path = Path(os.environ.get("NUMPYCNN_TEST_MNIST", shared_dir() / "mnist"))
-    if not (path / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST files not found in {path}")
-    return path
+    candidates = mnist_candidates()
+    for path in candidates:
+        if all((path / name).is_file() for name in data.MNIST_FILES):
+            return path
+    pytest.skip(
+        f"real MNIST files not found in {' or '.join(map(str, candidates))}: "
+        "run `numpycnn download` first"
+    )
 
 
 @pytest.fixture(scope="session")
