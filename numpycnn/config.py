@@ -231,10 +231,10 @@ class Config:
 DEFAULT_RECIPE = Config(
     data=DataConfig(validation=5000),
     training=TrainingConfig(
-        epochs=7,
+        epochs=4,
         batch_size=64,
-        lr_decay=0.6,
-        optimizer=OptimizerConfig("adam", optim.Adam(lr=0.002).hyperparameters()),
+        optimizer=OptimizerConfig("adam", optim.Adam(lr=0.003).hyperparameters()),
+        schedule=ScheduleConfig("onecycle", schedules.OneCycle().settings()),
     ),
 )
 

@@ -62,8 +62,18 @@ def test_default_config_trains_the_reference_network_with_adam():
     assert config.data.limit is None
     assert config.training.init == "he_normal"
     assert config.training.optimizer.to_dict()["name"] == "adam"
-    assert config.training.optimizer.hyperparameters["lr"] == 0.002
-    assert config.training.lr_decay == 0.6
+    assert config.training.optimizer.hyperparameters["lr"] == 0.003
+    assert config.training.schedule.name == "onecycle" and config.training.lr_decay == 1
+    assert config.data.augment is None
+
+
+def test_best_config_is_the_reference_network_with_augmentation_and_a_schedule():
+    best, default = load_config(CONFIGS / "best.yaml"), load_config(CONFIGS / "default.yaml")
+    assert list(best.network) == reference_network().specs()  # same layers, nothing added
+    assert Sequential(best.network).num_params == 105_634
+    assert best.data.augment == AugmentConfig(shift=2, rotate=10, scale=0.1)
+    assert best.training.schedule == default.training.schedule
+    assert best.data.validation == 5000  # chosen by validation accuracy, not the test set
 
 
 def test_the_default_recipe_is_configs_default_yaml():
