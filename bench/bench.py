@@ -602,11 +602,14 @@ def train_summary(runs, sides):
     if "torch" in sides:
         pairs = zip(runs["numpycnn"], runs["torch"])  # adjacent in time
         result["round_ratios"] = [a["seconds"] / b["seconds"] for a, b in pairs]
-        result["ratio"] = statistics.median(result["round_ratios"])
+        # The verdict takes the round least favourable to numpycnn: a load spike in one
+        # of torch's runs must not make numpycnn look fast.
+        result["ratio"] = max(result["round_ratios"])
+        result["median_ratio"] = statistics.median(result["round_ratios"])
     result["single_ratio"] = None
     if "numpycnn-1" in sides:  # the default workers against the in-process path
         pairs = zip(runs["numpycnn"], runs["numpycnn-1"])
-        result["single_ratio"] = statistics.median(a["seconds"] / b["seconds"] for a, b in pairs)
+        result["single_ratio"] = max(a["seconds"] / b["seconds"] for a, b in pairs)
     return result
 
 
@@ -619,7 +622,8 @@ def predict_summary(runs, sides):
     if "torch" in sides:
         pairs = zip(result["numpycnn"]["rounds"], result["torch"]["rounds"])
         result["round_ratios"] = [a / b for a, b in pairs]
-        result["ratio"] = statistics.median(result["round_ratios"])
+        result["ratio"] = min(result["round_ratios"])  # the least favourable to numpycnn
+        result["median_ratio"] = statistics.median(result["round_ratios"])
     return result
 
 
@@ -657,7 +661,8 @@ def report(results):
         lines.append(f"torch: {cfg['torch_note']}; numpycnn measured alone")
     lines.append(
         f"{cfg['cpus']} CPUs usable; each side in its own fresh processes, {cfg['rounds']} "
-        "rounds alternating which goes first; ratios: median over rounds of adjacent runs"
+        "rounds alternating which goes first; a ratio is that of the two adjacent runs of "
+        "the round least favourable to numpycnn"
     )
     load = results["load_average"]
     lines.append(
@@ -674,21 +679,26 @@ def report(results):
         lines.append(head)
         tgt = f"<= {TRAIN_RATIO_MAX}x {verdict(train['pass'])}"
         rows = [
-            ("epoch time (s), median of rounds", "median_seconds", ".2f", train["ratio"], tgt),
+            ("epoch time (s), median of rounds", "median_seconds", ".2f", None, ""),
+            ("epoch time ratio, worst round", None, "", train["ratio"], tgt),
             ("images/s", "images_per_s", ",.0f", None, ""),
             ("training accuracy over the run", "train_accuracy", ".2%", None, ""),
             ("test accuracy after it", "test_accuracy", ".2%", None, ""),
             ("peak PSS, all processes (MB)", "pss_peak_mb", ",.0f", None, ""),
         ]
         for label, key, spec, ratio, tgt in rows:
-            a, b = fmt(n[key], spec), fmt(t.get(key), spec)
+            a, b = ("", "") if key is None else (fmt(n[key], spec), fmt(t.get(key), spec))
             lines.append(f"  {label:{w - 2}} {a:>10} {b:>10} {as_ratio(ratio):>7}  {tgt}".rstrip())
         if t:
             rounds = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(n["seconds"], t["seconds"]))
             lines.append(f"  {'rounds (numpycnn/torch s)':{w - 2}} {rounds}")
+            lines.append(
+                f"  {'  their ratios':{w - 2}} "
+                + ", ".join(f"{r:.2f}x" for r in train["round_ratios"])
+            )
         single = train.get("numpycnn-1")
         if single is not None:
-            label = f"vs numpycnn --workers 1 ({single['median_seconds']:.2f} s)"
+            label = f"vs numpycnn --workers 1 ({single['median_seconds']:.2f} s), worst"
             lines.append(
                 f"  {label:{w - 2}} {'':>10} {'':>10} {as_ratio(train['single_ratio']):>7}  "
                 f"<= 1.0x {verdict(train['single_ratio'] <= 1.0)}"
@@ -706,6 +716,11 @@ def report(results):
         f"{fmt(inf.get('torch', {}).get('median_images_per_s')):>10} "
         f"{as_ratio(inf['ratio']):>7}  >= {INFERENCE_RATIO_MIN}x {verdict(inf['pass'])}"
     )
+    if inf["ratio"] is not None:
+        lines.append(
+            f"  {'  ratios of the rounds':{w - 2}} "
+            + ", ".join(f"{r:.2f}x" for r in inf["round_ratios"])
+        )
     lines.append("")
     mem = results["memory"]
     lines.append(
