@@ -21,7 +21,13 @@ import numpy as np
 
 from . import runs
 from .config import DEFAULT_RECIPE, Config, load_config
-from .data import Normalization, load_mnist, resolve_data_dir, resolve_mirrors
+from .data import (
+    DEFAULT_MIRRORS,
+    Normalization,
+    load_mnist,
+    resolve_data_dir,
+    resolve_mirrors,
+)
 from .engine import Sequential
 from .imageprep import load_digit
 from .modelfile import load_model, save_model
@@ -152,31 +158,37 @@ def train(
         "name": name,
         "runs_dir": None if runs_dir is None else os.fspath(runs_dir),
     }
-    checkpoint = folder = resumed_from = None
-    if resume is not None:
-        given = [k for k in FIXED_ON_RESUME if overrides[k] is not None]
-        if config is not None or given:
-            what = ", ".join(["config", *given] if config is not None else given)
-            raise ValueError(
-                f"a resumed run keeps its own settings: {what} cannot be given with resume "
-                "(only epochs, out, data_dir and mirrors can)"
-            )
-        path, folder = _resume_point(resume)
-        checkpoint = load_model(path)
-        if checkpoint.checkpoint is None or checkpoint.config is None:
-            raise ValueError(f"{path}: a trained model, not a training checkpoint")
-        resumed_from = path
-        config = Config.from_dict(checkpoint.config, source=str(path))
-    config = resolve_config(config, **overrides)
-
     with ExitStack() as hold:
-        if folder is not None:  # resuming in place: refuse at once if that run is going
-            hold.enter_context(folder.locked())
-        mnist = load_mnist(
-            resolve_data_dir(data_dir, config.data.data_dir),
-            resolve_mirrors(mirrors or (), config.data.mirrors),
-            progress=cb.download_progress,
-        )
+        checkpoint = folder = resumed_from = None
+        if resume is not None:
+            given = [k for k in FIXED_ON_RESUME if overrides[k] is not None]
+            if config is not None or given:
+                what = ", ".join(["config", *given] if config is not None else given)
+                raise ValueError(
+                    f"a resumed run keeps its own settings: {what} cannot be given with "
+                    "resume (only epochs, out, data_dir and mirrors can)"
+                )
+            path, folder = _resume_point(resume)
+            if folder is not None:  # resuming in place: refuse at once if that run is going,
+                hold.enter_context(folder.locked())  # and read its checkpoint under the lock
+            checkpoint = load_model(path)
+            if checkpoint.checkpoint is None or checkpoint.config is None:
+                raise ValueError(f"{path}: a trained model, not a training checkpoint")
+            resumed_from = path
+            config = Config.from_dict(checkpoint.config, source=str(path))
+            _check_epochs_on_resume(config, checkpoint.checkpoint, epochs, path)
+        config = resolve_config(config, **overrides)
+        data_dir = resolve_data_dir(data_dir, config.data.data_dir)
+        mirrors = resolve_mirrors(mirrors or (), config.data.mirrors)
+        # config.yaml records where the data came from, whatever chose it (the option, the
+        # environment or the file); no mirrors means the public ones
+        recorded = [] if mirrors == list(DEFAULT_MIRRORS) else list(mirrors)
+        config = config.with_overrides(data_dir=os.fspath(data_dir), mirrors=recorded)
+        params = Path(config.output.params)
+        if not params.parent.is_dir():
+            raise ValueError(f"{params}: cannot save the model there: no folder {params.parent}")
+
+        mnist = load_mnist(data_dir, mirrors, progress=cb.download_progress)
         run = prepare(config, mnist, checkpoint)
         if folder is None:  # a new run claims its folder once its setup has succeeded
             folder = runs.RunFolder.create(config.output.runs_dir, config.output.name or "train")
@@ -184,16 +196,40 @@ def train(
         return _train(run, mnist, config, folder, resumed_from, cb, threads)
 
 
+def _check_epochs_on_resume(config, state, epochs, path):
+    """Refuse an ``epochs`` that would make the resumed run differ from the one it continues:
+    fewer than it has trained, or another length under a schedule that depends on it."""
+    if epochs is None:
+        return
+    done, planned = int(state["epoch"]), config.training.epochs
+    if epochs < done:
+        raise ValueError(
+            f"{path}: the run has trained {done} epochs already; epochs {epochs} is fewer"
+        )
+    schedule = config.training.schedule.name
+    if epochs != planned and schedule != "exponential":
+        raise ValueError(
+            f"{path}: the {schedule} schedule's rates depend on the run's length, so epochs "
+            f"cannot change on resume ({planned} planned); start a new run to train longer"
+        )
+
+
 def _train(run, mnist, config, folder, resumed_from, cb, threads):
     """The training run proper, in its locked run folder."""
     model, trainer, norm = run.model, run.trainer, run.normalization
     folder.write_config(config.to_dict())
+    folder.write_results(trainer.history)  # a resumed run's rows so far, in a new folder too
     params_path = Path(config.output.params)
     params_before = runs.file_state(params_path)
-    best = max(
-        (s.val_accuracy for s in trainer.history if s.val_accuracy is not None),
-        default=-math.inf,
-    )
+    # best.pkl: the best epoch this folder holds a checkpoint of. A folder that continues
+    # its own run knows its best so far; a new folder (a new run, or one branched from an
+    # earlier checkpoint) starts afresh, so its first validated epoch writes best.pkl.
+    best = -math.inf
+    if folder.file(runs.BEST).exists():
+        best = max(
+            (s.val_accuracy for s in trainer.history if s.val_accuracy is not None),
+            default=-math.inf,
+        )
 
     def save(path, **extra):
         history = [asdict(s) for s in trainer.history]

@@ -337,7 +337,9 @@ def _ini_scalar(text):
 def _ini_value(cls, key, text):
     """An INI value parsed for the dataclass field it sets: str fields keep the text."""
     kind = {f.name: f.type for f in dataclasses.fields(cls)}.get(key)
-    if kind is str:
+    if kind is bool and text.lower() in configparser.ConfigParser.BOOLEAN_STATES:
+        return configparser.ConfigParser.BOOLEAN_STATES[text.lower()]
+    if kind is str or (kind == str | None and text.lower() not in ("null", "none")):
         return text
     if kind == tuple[str, ...]:
         return [part.strip() for part in text.split(",") if part.strip()]

@@ -37,6 +37,9 @@ RESULTS = "results.csv"
 LAYERS = "layers.csv"
 PLOT = "results.png"
 LOCK = ".lock"
+#: Written when a folder is claimed: what tells a run folder from any folder that happens to
+#: hold a config.yaml, so that no user file is ever taken for a run's and overwritten.
+MARKER = ".numpycnn-run"
 
 RESULTS_COLUMNS = (
     "epoch",
@@ -98,6 +101,7 @@ class RunFolder:
                 continue
             except OSError as exc:
                 raise RunFolderError(f"{path}: cannot create: {exc.strerror or exc}") from None
+            (path / MARKER).write_text("a numpycnn run folder\n")
             return cls(path)
         raise RunFolderError(f"{runs_dir}: no free run folder name for {name!r}")
 
@@ -105,15 +109,15 @@ class RunFolder:
     def open(cls, path):
         """The existing run folder at ``path``; RunFolderError if it holds no run."""
         path = Path(path)
-        if not (path / CONFIG).is_file():
-            raise RunFolderError(f"{path}: not a run folder (no {CONFIG})")
+        if not (path / MARKER).is_file():
+            raise RunFolderError(f"{path}: not a run folder of numpycnn train")
         return cls(path)
 
     @staticmethod
     def holding(checkpoint_path):
         """The run folder a checkpoint file lies in, or None."""
         parent = Path(checkpoint_path).parent
-        return RunFolder(parent) if (parent / CONFIG).is_file() else None
+        return RunFolder(parent) if (parent / MARKER).is_file() else None
 
     def file(self, name):
         return self.path / name

@@ -107,7 +107,10 @@ def test_train_writes_a_run_folder_and_the_model(tmp_path, mnist_dir, loader):
     )
 
     # the resolved config, every key, loads back as the config that was trained
-    assert load_config(folder / "config.yaml") == load_config(config).with_overrides(name="tiny")
+    # the resolved config, every key, the options that changed it included
+    assert load_config(folder / "config.yaml") == load_config(config).with_overrides(
+        name="tiny", data_dir=str(tmp_path / "d"), mirrors=[str(mnist_dir)]
+    )
     assert (folder / "results.png").stat().st_size > 1000  # matplotlib is a dev extra
 
     saved = load_model(tmp_path / "out.pkl")  # the config's output.params
@@ -311,6 +314,68 @@ def test_resume_from_an_earlier_checkpoint_starts_a_new_folder(tmp_path, loader)
     assert same_params(tmp_path / "straight.pkl", resumed)
     assert (folder / "last.pkl").read_bytes() == before  # the original run is untouched
     assert [int(r["epoch"]) for r in results_rows(branch)] == [1, 2]
+
+
+def test_a_branched_run_has_its_results_and_best_from_the_start(tmp_path, loader):
+    config = tiny_config(tmp_path, epochs=2, limit=300, validation=100)
+    raw = yaml.safe_load(config.read_text())
+    raw["output"]["save_epochs"] = True
+    config.write_text(yaml.safe_dump(raw))
+    assert invoke("train", "-c", config, "-q").exit_code == 0
+    folder = tmp_path / "runs" / "tiny"
+
+    stopped = invoke("train", "--resume", folder / "epoch-002.pkl", "-q")  # nothing left to train
+    assert stopped.exit_code == 0, stopped.output
+    branch = tmp_path / "runs" / "tiny-2"
+    assert [int(r["epoch"]) for r in results_rows(branch)] == [1, 2]  # the inherited rows
+
+    assert invoke("train", "--resume", folder / "epoch-001.pkl", "-q").exit_code == 0
+    branch = tmp_path / "runs" / "tiny-3"
+    assert load_model(branch / "best.pkl").checkpoint["epoch"] == 2  # the epoch it trained
+
+
+def test_resume_refuses_an_epochs_change_the_schedule_depends_on(tmp_path, loader):
+    config = tiny_config(tmp_path, epochs=2, limit=100)
+    raw = yaml.safe_load(config.read_text())
+    raw["training"]["schedule"] = {"name": "onecycle"}
+    config.write_text(yaml.safe_dump(raw))
+    assert invoke("train", "-c", config, "-q").exit_code == 0
+    folder = tmp_path / "runs" / "tiny"
+    before = (folder / "last.pkl").read_bytes()
+
+    line = error_line(invoke("train", "--resume", folder, "--epochs", 3))
+    assert line == (
+        f"{folder / 'last.pkl'}: the onecycle schedule's rates depend on the run's length, so "
+        "epochs cannot change on resume (2 planned); start a new run to train longer"
+    )
+    line = error_line(invoke("train", "--resume", folder, "--epochs", 1))
+    assert line == f"{folder / 'last.pkl'}: the run has trained 2 epochs already; epochs 1 is fewer"
+    assert (folder / "last.pkl").read_bytes() == before
+
+
+def test_a_params_path_in_a_missing_folder_is_refused_before_training(tmp_path, loader):
+    config = tiny_config(tmp_path, limit=100)
+    out = tmp_path / "no-such-dir" / "x.pkl"
+    line = error_line(invoke("train", "-c", config, "--out", out))
+    assert line == f"{out}: cannot save the model there: no folder {out.parent}"
+    assert not (tmp_path / "runs").exists()  # refused before any run folder was claimed
+
+
+def test_a_user_config_yaml_is_not_taken_for_a_run_folder(tmp_path, loader, monkeypatch):
+    config = tiny_config(tmp_path, epochs=2, limit=100)
+    assert invoke("train", "-c", config, "-q").exit_code == 0
+    project = tmp_path / "project"
+    project.mkdir()
+    mine = project / "config.yaml"
+    mine.write_text("# my own notes\ntraining: {epochs: 9}\n")
+    (project / "last.pkl").write_bytes((tmp_path / "runs" / "tiny" / "last.pkl").read_bytes())
+
+    result = invoke("train", "--resume", project / "last.pkl", "-q")
+
+    assert result.exit_code == 0, result.output
+    assert mine.read_text() == "# my own notes\ntraining: {epochs: 9}\n"  # untouched
+    assert sorted(p.name for p in project.iterdir()) == ["config.yaml", "last.pkl"]
+    assert (tmp_path / "runs" / "tiny-2" / "last.pkl").is_file()  # a new folder instead
 
 
 def test_resume_of_a_run_still_training_is_refused(tmp_path, loader):

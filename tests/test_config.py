@@ -428,3 +428,14 @@ def test_configs_stored_before_run_folders_still_load():
     del stored["data"]["augment"], stored["training"]["schedule"]
     stored["output"]["checkpoint_dir"] = "checkpoints"  # as model files of 0.1.0 hold it
     assert Config.from_dict(stored) == Config()
+
+
+def test_ini_reads_booleans_and_texts_that_look_like_numbers(tmp_path):
+    output = load_config(
+        write(tmp_path, "[output]\nsave_epochs = yes\nname = 2024\n", "c.ini")
+    ).output
+    assert output.save_epochs is True and output.name == "2024"
+    output = load_config(
+        write(tmp_path, "[output]\nsave_epochs = off\nname = null\n", "c.ini")
+    ).output
+    assert output.save_epochs is False and output.name is None

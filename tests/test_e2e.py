@@ -42,8 +42,9 @@ def test_train_eval_resume_predict(tmp_path, monkeypatch, mnist_dir):
         assert (tmp_path / "data" / "mnist" / name).read_bytes() == (mnist_dir / name).read_bytes()
     one = load_model("one.pkl")
     expected = load_config(RECIPE).with_overrides(
-        epochs=1, batch_size=16, limit=320, params="one.pkl", name="escontrela"
-    )
+        epochs=1, batch_size=16, limit=320, params="one.pkl", name="escontrela",
+        data_dir=str(tmp_path / "data"), mirrors=[str(mnist_dir)],
+    )  # fmt: skip
     assert one.config == expected.to_dict()
     assert one.normalization["strategy"] == "reference"
     assert one.normalization["mean"].is_integer() and one.normalization["std"].is_integer()

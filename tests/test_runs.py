@@ -13,6 +13,8 @@ from numpycnn.training import EpochStats
 def test_folders_are_numbered_from_the_first_free_name(tmp_path):
     names = [RunFolder.create(tmp_path / "runs", "exp").path.name for _ in range(3)]
     assert names == ["exp", "exp-2", "exp-3"]
+    assert (tmp_path / "runs" / "exp" / runs.MARKER).is_file()
+    (tmp_path / "runs" / "exp-2" / runs.MARKER).unlink()
     (tmp_path / "runs" / "exp-2").rmdir()
     assert RunFolder.create(tmp_path / "runs", "exp").path.name == "exp-2"  # a free name
     (tmp_path / "runs" / "exp-5").write_text("a file, not a run")
@@ -37,6 +39,10 @@ def test_concurrent_claims_never_share_a_folder(tmp_path):
 def test_open_refuses_a_folder_without_a_run(tmp_path):
     with pytest.raises(RunFolderError, match="not a run folder"):
         RunFolder.open(tmp_path)
+    (tmp_path / "config.yaml").write_text("a user's own config\n")  # not enough to be a run
+    with pytest.raises(RunFolderError, match="not a run folder"):
+        RunFolder.open(tmp_path)
+    assert RunFolder.holding(tmp_path / "last.pkl") is None
     folder = RunFolder.create(tmp_path, "r")
     folder.write_config({"training": {"epochs": 1}})
     assert RunFolder.open(folder.path).path == folder.path
