@@ -55,7 +55,7 @@ PAPERS = {
     "default": (
         "numpycnn's recipe for the reference network",
         "Not a paper: the reference's layers with standardised pixels, He initialisation and "
-        "Adam at a rate decaying every epoch, for comparison with the faithful reproduction.",
+        "Adam on a one-cycle learning rate, for comparison with the faithful reproduction.",
     ),
     "lenet-average": (
         "LeNet appendix A.3 (seed 003)",
