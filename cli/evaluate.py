@@ -9,7 +9,14 @@ from numpycnn.data import Normalization, load_mnist, resolve_data_dir, resolve_m
 from numpycnn.modelfile import load_model
 from numpycnn.training import evaluate
 
-from .options import data_options, download_progress, quiet_option, reports_errors, threads_option
+from .options import (
+    data_options,
+    download_progress,
+    quiet_option,
+    reports_errors,
+    threads_option,
+    workers_option,
+)
 
 
 def format_report(report):
@@ -35,6 +42,7 @@ def format_report(report):
 @click.argument("params", default="params.pkl", type=click.Path(dir_okay=False, path_type=Path))
 @data_options
 @threads_option
+@workers_option
 @quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @click.option(
@@ -45,7 +53,7 @@ def format_report(report):
     "(needs matplotlib: pip install 'numpycnn[plot]').",
 )
 @reports_errors
-def evaluate_command(params, data_dir, mirrors, threads, quiet, as_json, plot):
+def evaluate_command(params, data_dir, mirrors, threads, workers, quiet, as_json, plot):
     """Evaluate a saved model on the 10,000 MNIST test images.
 
     PARAMS is a model file written by `numpycnn train` (default params.pkl) or a
@@ -64,7 +72,8 @@ def evaluate_command(params, data_dir, mirrors, threads, quiet, as_json, plot):
         progress=download_progress(quiet),
     )
     norm = Normalization.from_dict(saved.normalization)
-    report = evaluate(saved.model, norm.norm(mnist.test_images), mnist.test_labels, threads=threads)
+    images = norm.norm(mnist.test_images)
+    report = evaluate(saved.model, images, mnist.test_labels, threads=threads, workers=workers)
     if plot is not None:
         from .plots import plot_report
 

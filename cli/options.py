@@ -60,6 +60,16 @@ threads_option = click.option(
     help="Threads that share the predictions (test and validation scoring).",
 )
 
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=usable_cpus,
+    show_default="the usable CPUs",
+    help="Processes that share the predictions (with fewer than 128 images, or 1: this "
+    "process alone).",
+)
+
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Show no progress bars.")
 
 

@@ -9,8 +9,9 @@ import numpy as np
 from numpycnn.data import Normalization
 from numpycnn.imageprep import ImageError, load_digit
 from numpycnn.modelfile import load_model
+from numpycnn.parallel import predict_proba
 
-from .options import reports_errors
+from .options import reports_errors, workers_option
 
 
 def _digits(images):
@@ -64,8 +65,9 @@ def _digits(images):
     is_flag=True,
     help="Print a JSON list of {file, digit, probability, top_k}.",
 )
+@workers_option
 @reports_errors
-def predict(images, params, top_k, as_json):
+def predict(images, params, top_k, as_json, workers):
     """Classify digit images (PNG, JPEG or BMP; any size, colour or transparency).
 
     IMAGES are files, or directories whose images are all classified, in sorted order
@@ -84,7 +86,7 @@ def predict(images, params, top_k, as_json):
     saved = load_model(params)
     norm = Normalization.from_dict(saved.normalization)
     images, digits = _digits(images)
-    probs = saved.model.predict_proba(norm.norm(np.stack(digits)))
+    probs = predict_proba(saved.model, norm.norm(np.stack(digits)), workers)
     results = []
     for path, p in zip(images, probs):
         ranked = np.argsort(-p, kind="stable")[:top_k]

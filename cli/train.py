@@ -10,6 +10,7 @@ import click
 from tqdm import tqdm
 
 from numpycnn import api
+from numpycnn.parallel import WorkerError
 from numpycnn.runs import RunFolderError
 from numpycnn.training import Diverged
 
@@ -26,22 +27,32 @@ from .options import (
 INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (128 + SIGINT)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: training stops where it is, its workers and shared memory go."""
+
+
 @contextmanager
 def stop_requests():
     """While active, the first Ctrl-C only sets a flag (checked between batches); a second
-    one interrupts at once."""
+    one interrupts at once. SIGTERM raises Terminated, so that the worker pool and the run
+    folder's lock are released on the way out."""
     requested = []
 
-    def handler(signum, frame):
+    def on_interrupt(signum, frame):
         if requested:
             raise KeyboardInterrupt
         requested.append(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    def on_terminate(signum, frame):
+        raise Terminated(f"{signal.Signals(signum).name} arrived")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous_term = signal.signal(signal.SIGTERM, on_terminate)
     try:
         yield lambda: bool(requested)
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _percent(value):
@@ -93,6 +104,14 @@ def epoch_line(stats, epochs):
     help="Continue a run exactly, optimiser state included: a run folder (from its "
     "last.pkl) or one of its checkpoints.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Processes that share each batch (default: the usable CPUs, at most one per 8 "
+    "images of a batch); 1 trains in this process. The same seed and worker count give "
+    "bit-identical results.",
+)
 @data_options
 @threads_option
 @quiet_option
@@ -109,6 +128,7 @@ def train(
     name,
     runs_dir,
     resume,
+    workers,
     data_dir,
     mirrors,
     threads,
@@ -155,6 +175,7 @@ def train(
                 f" {cfg.training.epochs} epoch(s) of {t.batches_per_epoch:,} batches,"
                 f" {t.optimizer.kind} lr {t.base_lr:g} ({cfg.training.schedule.name} schedule)"
                 + (", augmented" if t.augment is not None else "")
+                + f", {start.workers} worker{'s' * (start.workers > 1)}"
             )
         bar = progress_factory(quiet)(
             total=t.total_steps,
@@ -185,6 +206,7 @@ def train(
                     download_progress=download_progress(quiet),
                 ),
                 threads=threads,
+                workers=workers,
                 epochs=epochs,
                 batch_size=batch_size,
                 lr=lr,
@@ -202,6 +224,10 @@ def train(
         ) from None
     except RunFolderError as exc:
         raise click.ClickException(str(exc)) from None
+    except (WorkerError, Terminated) as exc:
+        raise click.ClickException(
+            f"{exc}: training stopped; the run folder keeps the last completed epoch"
+        ) from None
     finally:
         if bar is not None:
             bar.close()

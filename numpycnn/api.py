@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
+from . import parallel, runs
 from .config import DEFAULT_RECIPE, Config, load_config
 from .data import (
     DEFAULT_MIRRORS,
@@ -57,12 +57,13 @@ class Callbacks:
 
 @dataclass
 class Start:
-    """What ``train`` tells ``on_start``: the run folder and the run's size."""
+    """What ``train`` tells ``on_start``: the run folder, the run's size, its workers."""
 
     folder: runs.RunFolder
     config: Config
     trainer: Trainer
     resumed_from: Path | None
+    workers: int = 1
 
 
 @dataclass
@@ -121,6 +122,7 @@ def train(
     resume=None,
     callbacks=None,
     threads=1,
+    workers=None,
     epochs=None,
     batch_size=None,
     lr=None,
@@ -138,7 +140,11 @@ def train(
     settings override the config's (``out`` is ``output.params``; ``data_dir`` and
     ``mirrors`` also override the environment). ``resume``: a run folder or a checkpoint
     to continue exactly, with its own settings (only ``epochs``, ``out``, ``data_dir``
-    and ``mirrors`` may change). ``threads`` share the test-set predictions.
+    and ``mirrors`` may change). ``workers``: processes that share each batch
+    (``numpycnn.parallel``; default ``parallel.default_workers(batch_size)``, 1 trains in
+    this process); the same seed and worker count give bit-identical results, other
+    counts differ only in the order the share gradients are summed. ``threads`` share the
+    test-set predictions when training in one process.
 
     Writes the run folder (``numpycnn.runs``) and, when the run finishes, the model file at
     ``output.params``, unless another process replaced that file during the run: then it is
@@ -193,7 +199,16 @@ def train(
         if folder is None:  # a new run claims its folder once its setup has succeeded
             folder = runs.RunFolder.create(config.output.runs_dir, config.output.name or "train")
             hold.enter_context(folder.locked())
-        return _train(run, mnist, config, folder, resumed_from, cb, threads)
+        if workers is None:
+            workers = parallel.default_workers(config.training.batch_size)
+        pool = None
+        if int(workers) > 1:
+            t = run.trainer
+            pool = hold.enter_context(
+                parallel.WorkerPool(run.model, t.x, t.y, workers=int(workers), augment=t.augment)
+            )
+            t.use_pool(pool)
+        return _train(run, mnist, config, folder, resumed_from, cb, threads, pool)
 
 
 def _check_epochs_on_resume(config, state, epochs, path):
@@ -214,7 +229,7 @@ def _check_epochs_on_resume(config, state, epochs, path):
         )
 
 
-def _train(run, mnist, config, folder, resumed_from, cb, threads):
+def _train(run, mnist, config, folder, resumed_from, cb, threads, pool):
     """The training run proper, in its locked run folder."""
     model, trainer, norm = run.model, run.trainer, run.normalization
     folder.write_config(config.to_dict())
@@ -253,7 +268,9 @@ def _train(run, mnist, config, folder, resumed_from, cb, threads):
             cb.on_epoch(t, stats, folder)
 
     if cb.on_start is not None:
-        cb.on_start(Start(folder, config, trainer, resumed_from))
+        cb.on_start(
+            Start(folder, config, trainer, resumed_from, 1 if pool is None else pool.workers)
+        )
     finished = trainer.run(cb.on_batch, on_epoch, cb.should_stop)
     last = folder.file(runs.LAST)
     result = TrainResult(model, norm, list(trainer.history), folder, config, finished, last)
@@ -261,7 +278,9 @@ def _train(run, mnist, config, folder, resumed_from, cb, threads):
         save_checkpoint(last)
         return result
 
-    test = evaluate(model, norm.norm(mnist.test_images), mnist.test_labels, threads=threads)
+    test = evaluate(
+        model, norm.norm(mnist.test_images), mnist.test_labels, threads=threads, pool=pool
+    )
     final = trainer.history[-1] if trainer.history else None
     result.metrics = {
         "test_accuracy": test["accuracy"],
@@ -271,6 +290,7 @@ def _train(run, mnist, config, folder, resumed_from, cb, threads):
         "train_loss": None if final is None else final.train_loss,
         "seconds": sum(s.seconds for s in trainer.history),
         "epochs": trainer.epoch,
+        "workers": 1 if pool is None else pool.workers,
     }
     save_checkpoint(last, metrics=result.metrics)
     if runs.file_state(params_path) != params_before:

@@ -601,3 +601,14 @@ class WorkerPool:
     def __repr__(self):
         state = "closed" if self.closed else f"pids {self.pids}"
         return f"WorkerPool(workers={self.workers}, {self.start_method}, {state})"
+
+
+def predict_proba(model, x, workers=1, batch_size=32, threads=1):
+    """``model.predict_proba(x)``, its blocks shared among ``workers`` processes started for
+    this call; with one worker, or fewer than ``PREDICT_IN_PROCESS_BELOW`` images, in this
+    process on ``threads`` threads (``Sequential.predict_proba``)."""
+    x = model._as_input(x)
+    if int(workers) <= 1 or len(x) < PREDICT_IN_PROCESS_BELOW:
+        return model.predict_proba(x, batch_size, threads=threads)
+    with WorkerPool(model, x[:1], np.zeros(1, dtype=np.int64), workers=int(workers)) as pool:
+        return pool.predict_proba(x, batch_size)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import schedules
+from . import parallel, schedules
 from .augment import Augmentation, step_rng
 from .data import Normalization, split_train
 from .engine import Sequential, optim
@@ -146,6 +146,14 @@ class Trainer:
         self.history = []  # EpochStats of the completed epochs
         self._epoch_loss = self._epoch_correct = self._epoch_seen = 0
         self._epoch_seconds = 0.0
+
+    def use_pool(self, pool):
+        """Compute the batch gradients on ``pool``, a ``parallel.WorkerPool`` built on this
+        trainer's images, labels and augmentation, and read its shared copies of them from
+        now on (so the data set is not held twice)."""
+        self.x, self.y = pool.images, pool.labels
+        self.local = InProcessSteps(self.model, self.x, self.y, self.augment)
+        self.steps = pool
 
     @property
     def batches_per_epoch(self):
@@ -338,14 +346,19 @@ def prepare(config, mnist, checkpoint=None):
     return Run(model, trainer, norm)
 
 
-def evaluate(model, images, labels, classes=10, batch_size=32, threads=1):
+def evaluate(model, images, labels, classes=10, batch_size=32, threads=1, workers=1, pool=None):
     """Accuracy, per-class precision and recall, and the confusion matrix.
 
-    confusion[t, p] counts images of true class t predicted as p. ``threads`` share the
-    predictions (``Sequential.predict``).
+    confusion[t, p] counts images of true class t predicted as p. The predictions are
+    shared among the workers of ``pool`` (an open ``parallel.WorkerPool``), else among
+    ``workers`` processes, else among ``threads`` threads (``Sequential.predict``).
     """
     labels = np.asarray(labels)
-    predicted = model.predict(images, batch_size=batch_size, threads=threads)
+    if pool is not None:
+        predicted = pool.predict(images, batch_size)
+    else:
+        predicted = parallel.predict_proba(model, images, workers, batch_size, threads)
+        predicted = predicted.argmax(axis=1)
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     support = confusion.sum(axis=1)

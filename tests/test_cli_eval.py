@@ -274,3 +274,19 @@ def test_one_thread_gives_the_same_report(reference_json, reference_params_path,
 def test_bad_thread_count_is_a_usage_error(tmp_path, reference_params_path, value):
     line = error_line(invoke("eval", reference_params_path, "--threads", value), code=2)
     assert "'--threads'" in line and value in line
+
+
+def test_one_worker_gives_the_same_report(reference_json, reference_params_path, mnist_dir):
+    """--workers only shares the work: in this process alone the report is the same as the
+    default's, which predicts on the usable CPUs' worker processes."""
+    with pytest.MonkeyPatch.context() as mp:
+        fake_mnist(mp, mnist_dir)
+        result = invoke("eval", reference_params_path, "--json", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert last_json(result) == reference_json
+
+
+@pytest.mark.parametrize("value", ["0", "x"])
+def test_bad_worker_count_is_a_usage_error(reference_params_path, value):
+    line = error_line(invoke("eval", reference_params_path, "--workers", value), code=2)
+    assert "'--workers'" in line and value in line

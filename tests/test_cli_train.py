@@ -28,6 +28,7 @@ from numpycnn.config import DEFAULT_RECIPE, Config, load_config
 from numpycnn.data import Normalization
 from numpycnn.engine import Sequential
 from numpycnn.modelfile import load_model, save_model
+from numpycnn.parallel import default_workers
 
 EPOCH_LINE = re.compile(
     r"epoch (\d+)/(\d+)  loss (\d+\.\d{4})  train acc (\d+\.\d\d)%"
@@ -44,6 +45,12 @@ def no_overrides(monkeypatch):
 @pytest.fixture
 def loader(monkeypatch, mnist_dir):
     return fake_mnist(monkeypatch, mnist_dir)
+
+
+def workers_text(batch_size):
+    """How the header names the default worker count for ``batch_size`` on this machine."""
+    n = default_workers(batch_size)
+    return f"{n} worker{'s' * (n > 1)}"
 
 
 def results_rows(folder):
@@ -64,7 +71,7 @@ def test_train_writes_a_run_folder_and_the_model(tmp_path, mnist_dir, loader):
     assert lines[0] == f"run folder {folder}"
     assert lines[1] == (
         f"training {TINY_PARAMS:,} parameters on 300 images (100 for validation), "
-        "3 epoch(s) of 6 batches, adam lr 0.01 (exponential schedule)"
+        f"3 epoch(s) of 6 batches, adam lr 0.01 (exponential schedule), {workers_text(50)}"
     )
     epochs = [EPOCH_LINE.fullmatch(line) for line in lines[2:5]]
     assert all(epochs), lines
@@ -167,7 +174,7 @@ def test_options_override_the_config(tmp_path, loader):
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1].endswith(
         "on 200 images (0 for validation), 1 epoch(s) of 4 batches, adam lr 0.005 "
-        "(exponential schedule)"
+        f"(exponential schedule), {workers_text(64)}"
     )
     saved = load_model(out)
     stored = saved.config
@@ -211,7 +218,7 @@ def test_without_config_trains_the_reference_network(tmp_path, monkeypatch, mnis
         "run folder runs/default",
         "training 105,634 parameters on 64 images (5,000 for validation), 1 epoch(s) of 2 "
         f"batches, adam lr {recipe.optimizer.hyperparameters['lr']:g} "
-        f"({recipe.schedule.name} schedule)",
+        f"({recipe.schedule.name} schedule), {workers_text(32)}",
     ]
     assert "/200); saved the model to params.pkl (run folder runs/default)" in result.stdout
     saved = load_model(tmp_path / "params.pkl")  # default output.params, in the cwd
@@ -230,8 +237,9 @@ def test_json_prints_one_summary_object(tmp_path, loader):
     summary = last_json(result)  # no header, no epoch lines: just the JSON
     assert set(summary) == {
         "run", "params", "test_accuracy", "test_correct", "test_total", "val_accuracy",
-        "train_loss", "seconds", "epochs",
+        "train_loss", "seconds", "epochs", "workers",
     }  # fmt: skip
+    assert summary["workers"] == default_workers(32)
     assert summary["params"] == str(out)
     assert summary["run"] == str(tmp_path / "runs" / "tiny")
     assert summary["epochs"] == 2

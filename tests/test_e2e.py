@@ -13,6 +13,7 @@ from numpycnn.config import load_config
 from numpycnn.data import Normalization
 from numpycnn.imageprep import load_digit
 from numpycnn.modelfile import load_model
+from numpycnn.parallel import default_workers
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "escontrela.yaml"
 
@@ -33,7 +34,8 @@ def test_train_eval_resume_predict(tmp_path, monkeypatch, mnist_dir):
     assert folder == "run folder runs/escontrela"
     assert header == (
         "training 105,634 parameters on 320 images (0 for validation), "
-        "1 epoch(s) of 20 batches, escontrela lr 0.01 (exponential schedule)"
+        "1 epoch(s) of 20 batches, escontrela lr 0.01 (exponential schedule), "
+        f"{default_workers(16)} worker{'s' * (default_workers(16) > 1)}"
     )
     assert epoch.startswith("epoch 1/1  loss ")
     assert epoch.endswith(" img/s")

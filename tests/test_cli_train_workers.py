@@ -1,0 +1,187 @@
+"""Training on worker processes: determinism and exact resume with 2 workers, and what a
+run survives (a worker killed, SIGTERM, Ctrl-C) with real processes, leaving nothing behind."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import fake_mnist, invoke, same_params, tiny_config
+
+import numpycnn
+from numpycnn import data
+from numpycnn.modelfile import load_model
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, mnist_dir):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(data.MIRROR_ENV, str(mnist_dir))
+
+
+def segments():
+    return {p.name for p in Path("/dev/shm").glob("numpycnn-*")}
+
+
+def children(pid):
+    """The pids of the direct children of ``pid`` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def is_worker(pid):
+    try:
+        return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text(
+    ).split()[2]  # fmt: skip
+
+
+def test_two_workers_are_deterministic_and_resume_exactly(tmp_path):
+    config = tiny_config(tmp_path, epochs=3, limit=600, validation=100, batch_size=40)
+    a = numpycnn.train(config, workers=2, name="a", out=tmp_path / "a.pkl")
+    b = numpycnn.train(config, workers=2, name="b", out=tmp_path / "b.pkl")
+    assert a.metrics["workers"] == 2 and load_model(a.params).metrics["workers"] == 2
+    assert same_params(a.params, b.params)  # bit for bit, run after run
+
+    calls = iter(range(10**6))
+    stopped = numpycnn.train(
+        config,
+        workers=2,
+        name="c",
+        callbacks=numpycnn.Callbacks(should_stop=lambda: next(calls) >= 22),
+    )
+    assert not stopped.finished
+    resumed = numpycnn.train(resume=stopped.folder.path, workers=2, out=tmp_path / "c.pkl")
+    assert same_params(a.params, resumed.params)
+    assert [s.train_loss for s in resumed.history] == [s.train_loss for s in a.history]
+
+    # one worker differs from two only in the summation order of the share gradients
+    one = numpycnn.train(config, workers=1, name="one", out=tmp_path / "one.pkl")
+    for p1, p2 in zip(one.model.get_params(), a.model.get_params()):
+        np.testing.assert_allclose(p1, p2, rtol=1e-3, atol=1e-4)
+    assert segments() == set()
+
+
+def test_one_worker_trains_without_a_pool(tmp_path, monkeypatch, mnist_dir):
+    fake_mnist(monkeypatch, mnist_dir)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for --workers 1")
+
+    monkeypatch.setattr("numpycnn.parallel.WorkerPool", no_pool)
+    result = invoke("train", "-c", tiny_config(tmp_path, limit=100), "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].endswith(", 1 worker")
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset is not installed")
+def test_one_cpu_means_one_worker(tmp_path, mnist_dir):
+    config = tiny_config(tmp_path, limit=100)
+    child = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-m", "numpycnn.cli.main", "train", "-c",
+         str(config), "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines()[1].endswith(", 1 worker")
+
+
+def start_training(tmp_path, mnist_dir, epochs=50):
+    config = tiny_config(tmp_path, epochs=epochs, limit=3000, batch_size=20, params="p.pkl")
+    (tmp_path / "p.pkl").write_bytes(b"the user's earlier model")
+    command = [
+        sys.executable, "-m", "numpycnn.cli.main", "train", "-c", str(config), "--quiet",
+        "--workers", "2", "--data-dir", str(tmp_path / "data"), "--mirror", str(mnist_dir),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "runs" / "tiny" / "last.pkl"
+    deadline = time.monotonic() + 90
+    while not last.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint after 90 s"
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the next epoch
+    workers = [pid for pid in children(process.pid) if is_worker(pid)]
+    assert len(workers) == 2, workers
+    return process, workers, last
+
+
+def finish(process, timeout=15):
+    started = time.monotonic()
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return stdout, stderr, time.monotonic() - started
+
+
+def assert_nothing_left(tmp_path, workers, last):
+    deadline = time.monotonic() + 5
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(w) for w in workers), "a worker outlived the command"
+    assert segments() == set(), segments()
+    assert (tmp_path / "p.pkl").read_bytes() == b"the user's earlier model"
+    assert load_model(last).checkpoint["epoch"] >= 1  # the last completed checkpoint is whole
+
+
+def test_a_worker_killed_mid_epoch_ends_the_command_with_one_line(tmp_path, mnist_dir):
+    process, workers, last = start_training(tmp_path, mnist_dir)
+    os.kill(workers[1], signal.SIGKILL)
+    stdout, stderr, took = finish(process)
+
+    assert process.returncode == 1 and took < 10
+    assert "Traceback" not in stderr
+    (line,) = stderr.splitlines()
+    assert re.fullmatch(
+        rf"Error: worker 1 \(pid {workers[1]}\) was killed by signal 9 \(SIGKILL\): training "
+        r"stopped; the run folder keeps the last completed epoch",
+        line,
+    ), line
+    assert_nothing_left(tmp_path, workers, last)
+
+
+def test_sigterm_ends_the_command_cleanly(tmp_path, mnist_dir):
+    process, workers, last = start_training(tmp_path, mnist_dir)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr, took = finish(process)
+
+    assert process.returncode == 1 and took < 10
+    assert stderr.splitlines() == [
+        "Error: SIGTERM arrived: training stopped; the run folder keeps the last completed epoch"
+    ]
+    assert_nothing_left(tmp_path, workers, last)
+
+
+def test_ctrl_c_with_workers_saves_stops_and_leaves_nothing(tmp_path, mnist_dir):
+    process, workers, last = start_training(tmp_path, mnist_dir)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr, took = finish(process)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1].startswith("interrupted: checkpoint saved to ")
+    assert_nothing_left(tmp_path, workers, last)
+    assert load_model(last).checkpoint["epoch"] < 50  # stopped mid-run, resumable
