@@ -57,7 +57,7 @@ threads_option = click.option(
     metavar="N",
     default=usable_cpus,
     show_default="the usable CPUs",
-    help="Threads that share the predictions (test and validation scoring).",
+    help="Threads that share the predictions made in this process (with one worker).",
 )
 
 workers_option = click.option(

@@ -160,11 +160,12 @@ def train(
             "--resume continues a run with its own settings: only --epochs, --out, "
             "--data-dir, --mirror, --threads, --quiet and --json may be given with it"
         )
-    bar = None
+    bar = folder = None
     talk = not quiet and not as_json
 
     def on_start(start):
-        nonlocal bar
+        nonlocal bar, folder
+        folder = start.folder.path
         t, cfg = start.trainer, start.config
         if talk:
             verb = f"resuming {start.resumed_from} in" if start.resumed_from else "run folder"
@@ -228,6 +229,16 @@ def train(
         raise click.ClickException(
             f"{exc}: training stopped; the run folder keeps the last completed epoch"
         ) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, mid-batch, saving nothing
+        where = f" numpycnn train --resume {folder}" if folder else ""
+        if bar is not None:
+            bar.close()
+        click.echo(
+            "interrupted again: stopped at once without a new checkpoint"
+            + (f"; continue from the last one with{where}" if where else ""),
+            err=True,
+        )
+        sys.exit(INTERRUPTED)
     finally:
         if bar is not None:
             bar.close()

@@ -645,3 +645,29 @@ def test_resume_of_something_else_is_one_line_naming_it(tmp_path, make, message)
 
     assert line == f"{path}: {message}" or line.startswith(f"{path}: {message}"), line
     assert not (tmp_path / "marker").exists()
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_how_to_continue(tmp_path, loader, monkeypatch):
+    import numpycnn.api
+
+    config = tiny_config(tmp_path, epochs=3, limit=300)
+
+    def second_ctrl_c(t, loss, accuracy):
+        if t.epoch == 1 and t.batch == 2:
+            raise KeyboardInterrupt  # what the handler raises on a second SIGINT
+
+    original = numpycnn.api.Callbacks
+
+    def with_interrupt(**kwargs):
+        return original(**{**kwargs, "on_batch": second_ctrl_c})
+
+    monkeypatch.setattr(numpycnn.api, "Callbacks", with_interrupt)
+    result = invoke("train", "-c", config, "-q")
+
+    folder = tmp_path / "runs" / "tiny"
+    assert result.exit_code == 130
+    assert result.stderr.splitlines() == [
+        "interrupted again: stopped at once without a new checkpoint; continue from the last "
+        f"one with numpycnn train --resume {folder}"
+    ]
+    assert load_model(folder / "last.pkl").checkpoint["epoch"] == 1  # the last one, intact
