@@ -25,8 +25,9 @@ def offline(monkeypatch, mnist_dir):
     monkeypatch.setenv(data.MIRROR_ENV, str(mnist_dir))
 
 
-def segments():
-    return {p.name for p in Path("/dev/shm").glob("numpycnn-*")}
+def segments(pid):
+    """The shared-memory segments of process ``pid`` (the pool names them after its owner)."""
+    return {p.name for p in Path("/dev/shm").glob(f"numpycnn-{pid}-*")}
 
 
 def children(pid):
@@ -79,7 +80,7 @@ def test_two_workers_are_deterministic_and_resume_exactly(tmp_path):
     one = numpycnn.train(config, workers=1, name="one", out=tmp_path / "one.pkl")
     for p1, p2 in zip(one.model.get_params(), a.model.get_params()):
         np.testing.assert_allclose(p1, p2, rtol=1e-3, atol=1e-4)
-    assert segments() == set()
+    assert segments(os.getpid()) == set()
 
 
 def test_one_worker_trains_without_a_pool(tmp_path, monkeypatch, mnist_dir):
@@ -137,12 +138,12 @@ def finish(process, timeout=15):
     return stdout, stderr, time.monotonic() - started
 
 
-def assert_nothing_left(tmp_path, workers, last):
+def assert_nothing_left(tmp_path, process, workers, last):
     deadline = time.monotonic() + 5
     while any(alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(w) for w in workers), "a worker outlived the command"
-    assert segments() == set(), segments()
+    assert segments(process.pid) == set(), segments(process.pid)
     assert (tmp_path / "p.pkl").read_bytes() == b"the user's earlier model"
     assert load_model(last).checkpoint["epoch"] >= 1  # the last completed checkpoint is whole
 
@@ -160,7 +161,7 @@ def test_a_worker_killed_mid_epoch_ends_the_command_with_one_line(tmp_path, mnis
         r"stopped; the run folder keeps the last completed epoch",
         line,
     ), line
-    assert_nothing_left(tmp_path, workers, last)
+    assert_nothing_left(tmp_path, process, workers, last)
 
 
 def test_sigterm_ends_the_command_cleanly(tmp_path, mnist_dir):
@@ -172,7 +173,7 @@ def test_sigterm_ends_the_command_cleanly(tmp_path, mnist_dir):
     assert stderr.splitlines() == [
         "Error: SIGTERM arrived: training stopped; the run folder keeps the last completed epoch"
     ]
-    assert_nothing_left(tmp_path, workers, last)
+    assert_nothing_left(tmp_path, process, workers, last)
 
 
 def test_ctrl_c_with_workers_saves_stops_and_leaves_nothing(tmp_path, mnist_dir):
@@ -183,5 +184,5 @@ def test_ctrl_c_with_workers_saves_stops_and_leaves_nothing(tmp_path, mnist_dir)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.splitlines()[-1].startswith("interrupted: checkpoint saved to ")
-    assert_nothing_left(tmp_path, workers, last)
+    assert_nothing_left(tmp_path, process, workers, last)
     assert load_model(last).checkpoint["epoch"] < 50  # stopped mid-run, resumable
