@@ -104,8 +104,8 @@ class Trainer:
     (images, labels) pair scored after every epoch. Step k (from 0, over the whole run) uses
     the rate ``schedule.lr(k, optimizer.lr, ...)`` (default: ``optimizer.lr *
     lr_decay**epoch``). ``augment`` (an ``Augmentation``) moves each training image by
-    parameters drawn from ``augment.step_rng(seed, k)``. ``steps`` computes the batch
-    gradients (default: ``InProcessSteps``; a worker pool has the same ``step`` method).
+    parameters drawn from ``augment.step_rng(seed, k)``. The batch gradients are computed
+    in this process (``InProcessSteps``) unless ``use_pool`` hands them to a worker pool.
     """
 
     def __init__(
@@ -122,7 +122,6 @@ class Trainer:
         lr_decay=1.0,
         schedule=None,
         augment=None,
-        steps=None,
     ):
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -136,8 +135,7 @@ class Trainer:
         self.base_lr = optimizer.lr
         self.schedule = schedules.Exponential(lr_decay) if schedule is None else schedule
         self.augment = augment if augment is not None and augment.active else None
-        self.local = InProcessSteps(model, self.x, self.y, self.augment)
-        self.steps = self.local if steps is None else steps
+        self.local = self.steps = InProcessSteps(model, self.x, self.y, self.augment)
         self.rng = np.random.default_rng(seed)
         self.epoch = 0  # epochs completed
         self.batch = 0  # next batch within the current epoch

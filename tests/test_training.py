@@ -16,18 +16,19 @@ def mnist_small(mnist):
     return (images.astype(np.float32) - 33) / 78, mnist.train_labels[:2000].astype(np.int64)
 
 
-def make_trainer(data, epochs=2, seed=3, model_seed=1):
+def make_trainer(data, epochs=2, seed=3, model_seed=1, images=1500, lr=1e-3, **options):
     x, y = data
     model = reference_network(seed=model_seed, init="he_normal")
     return Trainer(
         model,
-        optim.Adam(1e-3),
-        x[:1500],
-        y[:1500],
+        optim.Adam(lr),
+        x[:images],
+        y[:images],
         epochs=epochs,
         batch_size=32,
         seed=seed,
         val=(x[1500:], y[1500:]),
+        **options,
     )
 
 
@@ -98,20 +99,13 @@ def test_evaluate_counts_like_a_confusion_matrix():
 # ----- schedules, augmentation and telemetry in the loop -----
 
 
-def make_augmented_trainer(data, schedule, seed=3, model_seed=1, epochs=2):
-    x, y = data
-    return Trainer(
-        reference_network(seed=model_seed, init="he_normal"),
-        optim.Adam(2e-3),
-        x[:600],
-        y[:600],
-        epochs=epochs,
-        batch_size=32,
-        seed=seed,
-        val=(x[1500:], y[1500:]),
-        schedule=schedule,
-        augment=Augmentation(shift=2, rotate=10, scale=0.1, fill=-33 / 78),
-    )
+def make_augmented_trainer(data, schedule, seed=3, model_seed=1):
+    """600 images, moved as best.yaml moves them, on ``schedule``."""
+    augment = Augmentation(shift=2, rotate=10, scale=0.1, fill=-33 / 78)
+    return make_trainer(
+        data, seed=seed, model_seed=model_seed, images=600, lr=2e-3, schedule=schedule,
+        augment=augment,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
