@@ -156,15 +156,11 @@ class MaxPool2D(_Pool2D):
         return to_nchw(out)
 
     def switches(self):
-        return tuple(self._masks())
-
-    def _masks(self):
-        return kernels.first_max_masks(self._x, self._out, self.size, self.stride)
+        masks = kernels.first_max_masks(self._x, self._out, self.size, self.stride)
+        return tuple(first for _, _, first in masks)
 
     def backward(self, grad):
-        dx = kernels.maxpool_backward(
-            to_nhwc(grad), self._masks(), self._x.shape, self.size, self.stride
-        )
+        dx = kernels.maxpool_backward(to_nhwc(grad), self._x, self._out, self.size, self.stride)
         return to_nchw(dx)
 
 
