@@ -1,22 +1,25 @@
 """Data-parallel training and prediction on a persistent pool of worker processes.
 
-``WorkerPool(model, images, labels, workers=N)`` starts N processes once. The training
-images and labels, the model's flat parameters and gradients, and one gradient slot per
-worker live in shared memory (``multiprocessing.shared_memory``): no worker copies the data
-set, and a step sends each worker one tiny tuple through its pipe and gets one back.
+``WorkerPool(model, images, labels, workers=N)`` has N workers: the calling process is
+worker 0, and N-1 helper processes, started once, are workers 1 .. N-1. The training images
+and labels, the model's flat parameters and gradients, and one gradient slot per helper live
+in shared memory (``multiprocessing.shared_memory``): no helper copies the data set, and a
+step sends each helper one tiny tuple through its pipe and gets one back.
 
 ``pool.step(idx)`` splits the batch ``images[idx]`` into N contiguous shares; worker k
-computes the loss and gradient of its share with the engine's own layers into its slot, and
-the main process sums the slots in worker order, each weighted by its share of the batch,
-into ``model.flat_grads``: the gradient of the batch's mean loss, as ``model.loss_on`` and
-``model.backward`` compute it in one process, up to the rounding of the summation. The
-optimiser steps in the caller, on ``model.flat_params``, which the workers read. The same
-inputs and worker count give bit-identical results run after run; different worker counts
-differ only in summation order.
+computes the loss and gradient of its share with the engine's own layers (worker 0 into
+``model.flat_grads``, a helper into its slot), and the calling process sums them in worker
+order, each weighted by its share of the batch, into ``model.flat_grads``: the gradient of
+the batch's mean loss, as ``model.loss_on`` and ``model.backward`` compute it in one process,
+up to the rounding of the summation. The calling process computes a share rather than wait:
+on a machine with as many cores as workers every core computes, and no process sits between
+the cores and the optimiser. The optimiser steps in the caller, on ``model.flat_params``,
+which the helpers read. The same inputs and worker count give bit-identical results run
+after run; different worker counts differ only in summation order.
 
-A worker that dies makes the next call raise ``WorkerError`` naming it and how it ended;
+A helper that dies makes the next call raise ``WorkerError`` naming it and how it ended;
 the pool then closes itself. ``close()`` (or leaving the ``with`` block, or the pool being
-collected, or the interpreter exiting) stops the workers and unlinks every segment. Workers
+collected, or the interpreter exiting) stops the helpers and unlinks every segment. Helpers
 ignore SIGINT, so that Ctrl-C reaches only the main process, and exit by themselves when
 the main process goes away.
 """
@@ -34,13 +37,13 @@ import weakref
 from multiprocessing import connection, resource_tracker, shared_memory
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from .engine import Sequential, losses
 
 #: The smallest useful share of a batch, in images. A worker's step has a fixed cost (a
-#: Python call per layer, a pipe round trip, one more gradient slot for the main process to
-#: add up) besides its arithmetic; on the reference network 8 images still take a few
+#: Python call per layer, a pipe round trip, one more gradient slot for the calling process
+#: to add up) besides its arithmetic; on the reference network 8 images still take a few
 #: milliseconds, far above that cost, while fewer would make it count. So the default
 #: worker count is capped at batch_size // 8: 4 workers at batch 32, 16 at batch 128.
 MIN_SHARE = 8
@@ -158,7 +161,23 @@ def _release(shm, unlink):
                 pass
 
 
-# ----- the worker process -----
+# ----- a share of a step, in any worker -----
+
+
+def _share_step(model, images, labels, batch, lo, hi, augment):
+    """Loss and gradient of the batch's share ``lo:hi`` (``batch``: the shared indices and
+    augmentation parameters; ``augment``: None, or the pool's, for an augmented step), left
+    in the model's gradient buffer; returns (mean loss of the share, correct predictions)."""
+    idx = batch["idx"][lo:hi]
+    x, y = images[idx], labels[idx]
+    if augment is not None:
+        x = augment.apply(x, batch["aug"][lo:hi])
+    loss, out = model.loss_on(x, y)
+    model.backward()
+    return loss, int((out.argmax(axis=1) == y).sum())
+
+
+# ----- the helper process -----
 
 
 class _ParentGone(Exception):
@@ -219,7 +238,7 @@ class _Worker:
         for key, (name, fields) in setup["segments"].items():
             self.attach(key, name, fields)
         state = self.views["state"]
-        self.model.use_buffers(state["params"], state["slots"][rank], copy=False)
+        self.model.use_buffers(state["params"], state["slots"][rank - 1], copy=False)
         self.ppid = os.getppid()
 
     def attach(self, key, name, fields):
@@ -253,14 +272,11 @@ class _Worker:
                 raise ValueError(f"unknown command {command!r}")
 
     def step(self, lo, hi, augmented):
-        data, batch = self.views["data"], self.views["batch"]
-        idx = batch["idx"][lo:hi]
-        x, y = data["images"][idx], data["labels"][idx]
-        if augmented:
-            x = self.augment.apply(x, batch["aug"][lo:hi])
-        loss, out = self.model.loss_on(x, y)
-        self.model.backward()
-        return loss, int((out.argmax(axis=1) == y).sum())
+        data = self.views["data"]
+        augment = self.augment if augmented else None
+        return _share_step(
+            self.model, data["images"], data["labels"], self.views["batch"], lo, hi, augment
+        )
 
     def predict(self, lo, hi, batch_size):
         io = self.views["io"]
@@ -277,7 +293,7 @@ class _Resources:
         self.owner = os.getpid()
         self.model = model
         self.params_address = None  # where the shared flat parameters start
-        self.processes, self.conns, self.segments = [], [], {}
+        self.processes, self.conns, self.segments = {}, {}, {}  # processes, conns by rank
 
 
 def _shutdown(res):
@@ -288,26 +304,26 @@ def _shutdown(res):
     if model is not None and res.params_address is not None:
         if model.flat_params.__array_interface__["data"][0] == res.params_address:
             model.use_buffers(model.flat_params.copy(), model.flat_grads.copy(), copy=False)
-    for conn in res.conns:
+    for conn in res.conns.values():
         try:
             conn.send(("stop",))
         except (OSError, ValueError):  # already gone
             pass
     deadline = time.monotonic() + STOP_SECONDS
-    for p in res.processes:
+    for p in res.processes.values():
         p.join(max(0.0, deadline - time.monotonic()))
-    for p in res.processes:
+    for p in res.processes.values():
         if p.is_alive():
             p.terminate()
             p.join(1.0)
         if p.is_alive():  # pragma: no cover - SIGTERM ignored somehow
             p.kill()
             p.join()
-    for conn in res.conns:
+    for conn in res.conns.values():
         conn.close()
     for shm in res.segments.values():
         _release(shm, unlink=True)
-    res.processes, res.conns, res.segments, res.model = [], [], {}, None
+    res.processes, res.conns, res.segments, res.model = {}, {}, {}, None
 
 
 def _describe_end(process):
@@ -324,7 +340,8 @@ def _describe_end(process):
 
 
 class WorkerPool:
-    """``workers`` processes training and predicting with ``model`` on shared data.
+    """``workers`` workers training and predicting with ``model`` on shared data: this
+    process (worker 0) and ``workers - 1`` helper processes. ``pids[k]`` is worker k's pid.
 
     ``model``: a ``numpycnn.engine.Sequential``; from here on its ``flat_params`` and
     ``flat_grads`` (and every view of them) live in shared memory, until ``close()`` gives
@@ -334,6 +351,7 @@ class WorkerPool:
     (default: the platform's). ``augment``: None, or a picklable object with an int
     ``params_per_image`` P and ``apply(images (n, C, H, W), params (n, P) float64)`` ->
     images, applied by each worker to its share with the parameters given to ``step``.
+    This process computes its shares on one BLAS thread, as the helpers do.
 
     ``images`` and ``labels`` are the shared copies, for the caller to use (and to drop its
     own). Usable as a context manager.
@@ -355,6 +373,8 @@ class WorkerPool:
             if not callable(getattr(augment, "apply", None)) or not isinstance(p, int) or p < 0:
                 raise ValueError("augment must have apply(images, params) and params_per_image")
         self.model, self.workers, self.augment = model, int(workers), augment
+        self.helpers = range(1, self.workers)
+        self._blas = ThreadpoolController()  # found once: a limit is then cheap to set
         self.context = multiprocessing.get_context(start_method)
         self.start_method = self.context.get_start_method()
         self._res = res = _Resources(model)
@@ -387,7 +407,7 @@ class WorkerPool:
             [
                 ("params", (n,), model.dtype),
                 ("grads", (n,), model.dtype),
-                ("slots", (self.workers, n), model.dtype),
+                ("slots", (self.workers - 1, n), model.dtype),
             ],
         )
         model.use_buffers(state["params"], state["grads"])
@@ -412,10 +432,10 @@ class WorkerPool:
         }
         fork = self.start_method == "fork"
         with _no_sigint():
-            for rank in range(self.workers):
+            for rank in self.helpers:
                 ours, theirs = self.context.Pipe(duplex=True)
-                self._res.conns.append(ours)
-                inherited = list(self._res.conns) if fork else []
+                self._res.conns[rank] = ours
+                inherited = list(self._res.conns.values()) if fork else []
                 p = self.context.Process(
                     target=_worker_main,
                     args=(rank, theirs, setup, inherited),
@@ -424,8 +444,8 @@ class WorkerPool:
                 )
                 p.start()
                 theirs.close()
-                self._res.processes.append(p)
-        self.pids = [reply[1] for reply in self._request(range(self.workers), None)]
+                self._res.processes[rank] = p
+        self.pids = [os.getpid()] + [reply[1] for reply in self._request(self.helpers, None)]
 
     # ----- talking to the workers -----
 
@@ -505,7 +525,7 @@ class WorkerPool:
                 ]
             self._segment(key, fields)
             name = self._res.segments[key].name
-            for rank in range(self.workers):  # no reply: the pipe keeps the order
+            for rank in self.helpers:  # no reply: the pipe keeps the order
                 self._send(rank, ("attach", key, name, fields))
                 self._owed.discard(rank)
             self._capacity[key] = cap
@@ -540,23 +560,34 @@ class WorkerPool:
         if aug_params is not None:
             batch["aug"][:n] = aug_params
         work = [(r, lo, hi) for r, (lo, hi) in enumerate(shares(n, self.workers)) if hi > lo]
-        replies = self._request(
-            [r for r, _, _ in work],
-            [("step", lo, hi, aug_params is not None) for _, lo, hi in work],
-        )
+        augmented = aug_params is not None
+        for rank, lo, hi in work[1:]:
+            self._send(rank, ("step", lo, hi, augmented))
+        _, lo, hi = work[0]  # the first share, the largest, is this process's
+        with self._blas.limit(limits=1):
+            mine = _share_step(
+                self.model,
+                self.images,
+                self.labels,
+                batch,
+                lo,
+                hi,
+                self.augment if augmented else None,
+            )
+        replies = [mine, *self._collect([r for r, _, _ in work[1:]])]
         # The batch's mean loss is the share means weighted by share size: sum the
         # weighted share gradients in worker order, the same order every time.
         grads, slots, tmp = self.model.flat_grads, self._views["state"]["slots"], self._tmp
         loss, correct = 0.0, 0
-        for k, ((rank, lo, hi), reply) in enumerate(zip(work, replies)):
-            weight = (hi - lo) / n
-            if k == 0:
-                np.multiply(slots[rank], grads.dtype.type(weight), out=grads)
+        for (rank, lo, hi), reply in zip(work, replies):
+            weight = grads.dtype.type((hi - lo) / n)
+            if rank == 0:
+                grads *= weight
             else:
-                np.multiply(slots[rank], grads.dtype.type(weight), out=tmp)
+                np.multiply(slots[rank - 1], weight, out=tmp)
                 grads += tmp
-            loss += weight * reply[1]
-            correct += reply[2]
+            loss += (hi - lo) / n * reply[-2]
+            correct += reply[-1]
         return loss, correct
 
     def predict_proba(self, x, batch_size=32):
@@ -569,16 +600,26 @@ class WorkerPool:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if n < PREDICT_IN_PROCESS_BELOW:
             return self.model.predict_proba(x, batch_size)
-        io = self._room("io", n)
-        io["x"][:n] = x
         blocks = math.ceil(n / batch_size)
         work = [
             (r, lo * batch_size, min(n, hi * batch_size))
             for r, (lo, hi) in enumerate(shares(blocks, self.workers))
             if hi > lo
         ]
-        self._request([r for r, _, _ in work], [("predict", a, b, batch_size) for _, a, b in work])
-        return io["out"][:n].copy()
+        out = np.empty((n, *self.model.output_shape), dtype=self.model.dtype)
+        if len(work) > 1:  # the helpers' blocks go through shared memory
+            start = work[1][1]
+            io = self._room("io", n - start)
+            io["x"][: n - start] = x[start:]
+            for rank, a, b in work[1:]:
+                self._send(rank, ("predict", a - start, b - start, batch_size))
+        _, a, b = work[0]
+        with self._blas.limit(limits=1):
+            out[a:b] = self.model.predict_proba(x[a:b], batch_size)
+        if len(work) > 1:
+            self._collect([r for r, _, _ in work[1:]])
+            out[start:] = io["out"][: n - start]
+        return out
 
     def predict(self, x, batch_size=32):
         return self.predict_proba(x, batch_size).argmax(axis=1)

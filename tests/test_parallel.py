@@ -56,8 +56,15 @@ class Shift:
 
 
 class Broken(Shift):
+    """Fails in the helper processes only (``here``: the process that made it computes)."""
+
+    def __init__(self, everywhere=False):
+        self.home = None if everywhere else os.getpid()
+
     def apply(self, images, params):
-        raise ValueError("this augmentation always fails")
+        if os.getpid() != self.home:
+            raise ValueError("this augmentation always fails")
+        return super().apply(images, params)
 
 
 def segments(pid=None):
@@ -264,12 +271,25 @@ def test_bad_arguments_are_refused(train_data):
 
 def test_a_failing_worker_is_reported_and_the_pool_closed(train_data):
     x, y = train_data
-    pool = WorkerPool(reference_network(), x, y, workers=2, augment=Broken())
-    # both workers fail; the first reply to arrive names its worker
-    with pytest.raises(WorkerError, match=r"worker [01] \(pid \d+\) failed: ValueError: this") as e:
+    pool = WorkerPool(reference_network(), x, y, workers=3, augment=Broken())
+    # both helpers fail; the first reply to arrive names its worker
+    with pytest.raises(WorkerError, match=r"worker [12] \(pid \d+\) failed: ValueError: this") as e:
         pool.step(np.arange(8), np.zeros((8, 2)))
-    assert "Traceback" in e.value.details and e.value.rank in (0, 1)
+    assert "Traceback" in e.value.details and e.value.rank in (1, 2)
     assert e.value.pid == pool.pids[e.value.rank] and f"worker {e.value.rank} " in str(e.value)
+    assert pool.closed
+
+
+def test_a_failure_in_this_process_share_is_its_own_error(train_data):
+    """Worker 0 is the calling process: its failure is raised as it is, and a helper's
+    failure of the same step is reported by the next call."""
+    x, y = train_data
+    pool = WorkerPool(reference_network(), x, y, workers=2, augment=Broken(everywhere=True))
+    with pytest.raises(ValueError, match="always fails"):
+        pool.step(np.arange(8), np.zeros((8, 2)))
+    assert not pool.closed
+    with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) failed: ValueError: this"):
+        pool.step(np.arange(8))
     assert pool.closed
 
 

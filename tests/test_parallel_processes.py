@@ -108,8 +108,9 @@ class Run:
         assert line, self.proc.communicate()[1]
         self.workers = json.loads(line)["pids"]
         time.sleep(0.3)  # let it step a little
-        self.family = descendants(self.proc.pid)  # the workers, the resource tracker, ...
-        assert set(self.workers) <= set(self.family)
+        self.family = descendants(self.proc.pid)  # the helpers, the resource tracker, ...
+        assert self.workers[0] == self.proc.pid  # worker 0 is the script itself
+        assert set(self.workers[1:]) <= set(self.family)
         assert len(segments(self.proc.pid)) >= 2
         return self
 
