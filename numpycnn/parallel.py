@@ -53,6 +53,12 @@ MIN_SHARE = 8
 #: a pool.
 PREDICT_IN_PROCESS_BELOW = 128
 
+#: The most images a worker puts through the network at once: a larger share is computed
+#: in chunks of at most this many, their gradients summed. The working arrays of 32 images
+#: stay near the core; with two workers computing side by side here, 64-image shares took
+#: 1.2x as long per image as 16- to 32-image ones (8-image chunks pay the per-layer calls).
+CHUNK = 32
+
 #: How often an idle worker checks that the process that started it is still there.
 PARENT_POLL_SECONDS = 1.0
 
@@ -164,17 +170,39 @@ def _release(shm, unlink):
 # ----- a share of a step, in any worker -----
 
 
-def _share_step(model, images, labels, batch, lo, hi, augment):
+def _share_step(model, images, labels, batch, lo, hi, augment, scratch):
     """Loss and gradient of the batch's share ``lo:hi`` (``batch``: the shared indices and
     augmentation parameters; ``augment``: None, or the pool's, for an augmented step), left
-    in the model's gradient buffer; returns (mean loss of the share, correct predictions)."""
-    idx = batch["idx"][lo:hi]
-    x, y = images[idx], labels[idx]
-    if augment is not None:
-        x = augment.apply(x, batch["aug"][lo:hi])
-    loss, out = model.loss_on(x, y)
-    model.backward()
-    return loss, int((out.argmax(axis=1) == y).sum())
+    in the model's gradient buffer; returns (mean loss of the share, correct predictions).
+
+    A share of more than ``CHUNK`` images is computed in even chunks, whose gradients are
+    summed in order, each weighted by its part of the share, in ``scratch`` (a dict that
+    keeps the two summation buffers from one call to the next)."""
+    n = hi - lo
+    parts = shares(n, -(-n // CHUNK))
+    grads, loss, correct = model.flat_grads, 0.0, 0
+    if len(parts) > 1 and "sum" not in scratch:
+        scratch["sum"], scratch["tmp"] = np.empty_like(grads), np.empty_like(grads)
+    for k, (a, b) in enumerate(parts):
+        idx = batch["idx"][lo + a : lo + b]
+        x, y = images[idx], labels[idx]
+        if augment is not None:
+            x = augment.apply(x, batch["aug"][lo + a : lo + b])
+        part_loss, out = model.loss_on(x, y)
+        model.backward()
+        weight = (b - a) / n
+        loss += weight * part_loss
+        correct += int((out.argmax(axis=1) == y).sum())
+        if len(parts) > 1:
+            w = grads.dtype.type(weight)
+            if k == 0:
+                np.multiply(grads, w, out=scratch["sum"])
+            else:
+                np.multiply(grads, w, out=scratch["tmp"])
+                scratch["sum"] += scratch["tmp"]
+    if len(parts) > 1:
+        grads[...] = scratch["sum"]
+    return loss, correct
 
 
 # ----- the helper process -----
@@ -234,7 +262,7 @@ class _Worker:
             dtype=setup["dtype"],
         )
         self.augment = setup["augment"]
-        self.segments, self.views = {}, {}
+        self.segments, self.views, self.scratch = {}, {}, {}
         for key, (name, fields) in setup["segments"].items():
             self.attach(key, name, fields)
         state = self.views["state"]
@@ -275,7 +303,14 @@ class _Worker:
         data = self.views["data"]
         augment = self.augment if augmented else None
         return _share_step(
-            self.model, data["images"], data["labels"], self.views["batch"], lo, hi, augment
+            self.model,
+            data["images"],
+            data["labels"],
+            self.views["batch"],
+            lo,
+            hi,
+            augment,
+            self.scratch,
         )
 
     def predict(self, lo, hi, batch_size):
@@ -380,6 +415,7 @@ class WorkerPool:
         self._res = res = _Resources(model)
         self._finalizer = weakref.finalize(self, _shutdown, res)
         self._owed = set()  # workers whose reply to the last request is still unread
+        self._scratch = {}  # this process's chunk summation buffers (see _share_step)
         self._fields, self._views = {}, {}
         self._capacity = {"batch": 0, "io": 0}
         self.closed = False
@@ -573,6 +609,7 @@ class WorkerPool:
                 lo,
                 hi,
                 self.augment if augmented else None,
+                self._scratch,
             )
         replies = [mine, *self._collect([r for r, _, _ in work[1:]])]
         # The batch's mean loss is the share means weighted by share size: sum the

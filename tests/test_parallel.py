@@ -17,6 +17,7 @@ from numpycnn.data import Normalization
 from numpycnn.engine import Sequential, losses, reference_network
 from numpycnn.engine.optim import Adam
 from numpycnn.parallel import (
+    CHUNK,
     MIN_SHARE,
     PREDICT_IN_PROCESS_BELOW,
     WorkerError,
@@ -136,8 +137,10 @@ def test_every_loss_gives_the_in_process_gradient(loss, train_data):
         ("reference", "float64", 1e-12, 33),
         (POOL_NET, "float64", 1e-12, 20),
         (POOL_NET, "float32", 2e-5, 1),  # fewer images than workers: one share is empty
+        # shares of 70 and 69 images, each computed in chunks of 24 or 23 (CHUNK is 32)
+        ("reference", "float64", 1e-12, 139),
     ],
-    ids=["reference-f32", "reference-f64", "avgpool-sigmoid-f64", "one-image"],
+    ids=["reference-f32", "reference-f64", "avgpool-sigmoid-f64", "one-image", "chunked"],
 )
 def test_networks_give_the_in_process_gradient(layers, dtype, rtol, batch, train_data):
     if layers == "reference":
@@ -203,6 +206,22 @@ def test_augmentation_is_applied_by_the_workers(train_data):
             pool.step(idx, aug[:, :1])
     with WorkerPool(model, x, y, workers=1) as pool, pytest.raises(ValueError, match="no augment"):
         pool.step(idx, aug)
+
+
+def test_chunks_of_a_share_see_their_own_augmentation(train_data):
+    """A share larger than CHUNK is computed in pieces; each piece takes the augmentation
+    parameters of its own images, and the pieces add up to the whole batch's gradient."""
+    x, y = train_data
+    model = Sequential(SMALL_NET, dtype="float64", init="he_normal", seed=6)
+    idx = np.arange(3 * CHUNK + 5)  # one share in this process: 4 chunks
+    aug = np.random.default_rng(8).normal(0, 0.5, (len(idx), 2))
+    ref = twin(model)
+    loss, _ = ref.loss_on(Shift().apply(x[idx].astype(np.float64), aug), y[idx])
+    ref.backward()
+    with WorkerPool(model, x, y, workers=1, augment=Shift()) as pool:
+        got_loss, _ = pool.step(idx, aug)
+        assert got_loss == pytest.approx(loss, rel=1e-12)
+        np.testing.assert_allclose(model.flat_grads, ref.flat_grads, rtol=1e-11, atol=1e-14)
 
 
 def test_predictions_use_the_current_shared_parameters(train_data):
