@@ -137,10 +137,12 @@ class NumpycnnSide:
     name = "numpycnn"
 
     def __init__(self, params, data, workers):
+        from numpycnn.allocator import keep_freed_blocks
         from numpycnn.engine import reference_network
         from numpycnn.engine.optim import Adam
         from numpycnn.parallel import WorkerPool
 
+        keep_freed_blocks()  # as every numpycnn command does, with or without workers
         self.params, self.Adam = params, Adam
         self.model = reference_network()
         self.x, self.y = data["x"], data["y"]
@@ -339,9 +341,12 @@ def child_layers(spec):
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from numpycnn.allocator import keep_freed_blocks
     from numpycnn.engine import reference_network
     from numpycnn.engine.optim import Adam
     from numpycnn.parallel import WorkerPool, shares
+
+    keep_freed_blocks()  # the layer times are those of a command's steps
 
     data = load_data(spec)
     x, y, workers = data["x"], data["y"], spec["workers"]

@@ -41,6 +41,9 @@ def main():
     Every layer's forward and backward pass is hand-written NumPy, checked
     against numerical gradients and against PyTorch.
     """
+    from numpycnn.allocator import keep_freed_blocks
+
+    keep_freed_blocks()  # this process is the command's: reuse freed blocks (allocator.py)
 
 
 if __name__ == "__main__":  # pragma: no cover

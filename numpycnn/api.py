@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import parallel, runs
+from .allocator import keep_freed_blocks
 from .config import DEFAULT_RECIPE, Config, load_config
 from .data import (
     DEFAULT_MIRRORS,
@@ -146,6 +147,9 @@ def train(
     counts differ only in the order the share gradients are summed. ``threads`` share the
     test-set predictions when training in one process.
 
+    Raises the C library's malloc thresholds for this process, as the commands do, so that
+    each step reuses the memory of the last (``numpycnn.allocator``).
+
     Writes the run folder (``numpycnn.runs``) and, when the run finishes, the model file at
     ``output.params``, unless another process replaced that file during the run: then it is
     left alone and ``params_skipped`` says so (the run folder's last.pkl holds the model).
@@ -153,6 +157,7 @@ def train(
     last completed epoch), ``ConfigError``, ``ModelFileError``, ``DataError``,
     ``RunFolderError`` or ``ValueError`` for bad input.
     """
+    keep_freed_blocks()  # every step's temporaries are reused, not faulted in again
     cb = callbacks or Callbacks()
     overrides = {
         "epochs": epochs,

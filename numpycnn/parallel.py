@@ -39,6 +39,7 @@ from multiprocessing import connection, resource_tracker, shared_memory
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from .allocator import keep_freed_blocks
 from .engine import Sequential, losses
 
 #: The smallest useful share of a batch, in images. A worker's step has a fixed cost (a
@@ -236,6 +237,7 @@ def _worker_main(rank, conn, setup, inherited):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     for c in inherited:  # fork: the main process's pipe ends, so that its death reads as EOF
         c.close()
+    keep_freed_blocks()  # each step reuses its temporaries instead of faulting them in
     try:
         with (
             threadpool_limits(1),
@@ -407,6 +409,7 @@ class WorkerPool:
             p = getattr(augment, "params_per_image", None)
             if not callable(getattr(augment, "apply", None)) or not isinstance(p, int) or p < 0:
                 raise ValueError("augment must have apply(images, params) and params_per_image")
+        keep_freed_blocks()  # this process computes shares too (see allocator.py)
         self.model, self.workers, self.augment = model, int(workers), augment
         self.helpers = range(1, self.workers)
         self._blas = ThreadpoolController()  # found once: a limit is then cheap to set
