@@ -1,13 +1,14 @@
 """Keep freed memory for reuse: ask the C library's malloc not to hand large blocks back.
 
 Every training step allocates and frees the same few megabytes of temporaries (window
-copies, gradients). glibc serves each block above its mmap threshold (128 KiB, growing
-only as blocks are freed) with a fresh mapping and unmaps it when freed, so the next step
-page-faults it all in again, zeroed: about 630 page faults per 16-image step of the
-reference network here, a quarter of the step's time (240 -> 185 us per image, one BLAS
-thread). Raising the mmap and trim thresholds lets those blocks stay in the heap and be
-reused. It costs at most the largest step's temporaries kept mapped (a few MB), never
-more than the process used.
+copies, gradients). glibc serves each block above its mmap threshold (128 KiB, raised only
+by chance, when a freed block under 32 MiB happens to be larger) with a fresh mapping and
+unmaps it when freed, or trims the heap below it, so the next step page-faults it all in
+again, zeroed. When its heuristic has not adapted, that is about 630 page faults per
+16-image step of the reference network here, a quarter of the step's time (240 -> 185 us
+per image, one BLAS thread); whether it adapts depends on what the process allocated
+before. Raising the mmap and trim thresholds makes the reuse certain. It costs at most the
+largest step's temporaries kept mapped (a few MB), never more than the process used.
 
 ``keep_freed_blocks()`` is called by the commands, by ``numpycnn.train`` and by every
 process of a ``WorkerPool``: it changes a process-wide setting, so the engine alone

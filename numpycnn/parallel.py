@@ -96,9 +96,9 @@ def default_workers(batch_size=32):
 def shares(n, workers):
     """The (start, stop) ranges of ``n`` items split into ``workers`` contiguous shares,
     as even as possible (the first ones one longer); a function of n and workers alone."""
-    sizes = [n // workers + (k < n % workers) for k in range(workers)]
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    n, workers = int(n), int(workers)
+    bounds = [k * (n // workers) + min(k, n % workers) for k in range(workers + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 # ----- shared memory -----
