@@ -10,7 +10,8 @@ workers (``numpycnn.parallel.default_workers``, at most ``--threads``), stepping
 Every measurement runs in a fresh process per side, never both sides in one process (each
 would slow the other: spinning BLAS threads, leftover thread pools). ``--rounds`` rounds
 alternate which side goes first, so that a busy spell of a shared machine hits both, and
-the ratio that counts is the median over rounds of the two adjacent runs' ratio. Memory is
+the ratio that counts is that of the round least favourable to numpycnn (the ratio of its
+two adjacent runs); the median of the rounds is shown beside it. Memory is
 the proportional set size (PSS) summed over the process and all its descendants (the
 workers), sampled while it trains. A plain PyTorch script, which imports nothing of
 numpycnn, checks the PyTorch figures. A per-layer time table shows where numpycnn's time
@@ -131,8 +132,9 @@ def blas_info():
 
 
 class NumpycnnSide:
-    """numpycnn's reference network and Adam, on ``workers`` worker processes (1: in this
-    process, on its BLAS threads), training and predicting as its commands do."""
+    """numpycnn's reference network and Adam, on ``workers`` workers (this process and
+    ``workers - 1`` helper processes; 1: in this process alone, on its BLAS threads),
+    training and predicting as its commands do."""
 
     name = "numpycnn"
 
@@ -652,8 +654,13 @@ def report(results):
     lines = [
         "numpycnn bench: reference network (105,634 parameters), float32, Adam lr 1e-3, "
         f"'{NORMALIZATION}' normalisation, seed {cfg['seed']}",
-        f"numpycnn: {cfg['workers']} worker processes (one BLAS thread each) "
-        f"[default_workers: {cfg['default_workers']}]; {cfg['blas']}",
+        (
+            f"numpycnn: {cfg['workers']} workers, this process and {cfg['workers'] - 1} "
+            "helper process(es), one BLAS thread each "
+            if cfg["workers"] > 1
+            else "numpycnn: 1 worker, this process alone, on its BLAS threads "
+        )
+        + f"[default_workers: {cfg['default_workers']}]; {cfg['blas']}",
     ]
     if cfg["torch"]:
         t = cfg["torch_info"]
