@@ -66,8 +66,8 @@ workers_option = click.option(
     metavar="N",
     default=usable_cpus,
     show_default="the usable CPUs",
-    help="Processes that share the predictions (with fewer than 128 images, or 1: this "
-    "process alone).",
+    help="Processes that share the predictions, this one and N-1 helpers (with fewer than "
+    "128 images, or 1: this process alone).",
 )
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Show no progress bars.")

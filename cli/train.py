@@ -108,9 +108,9 @@ def epoch_line(stats, epochs):
     "--workers",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Processes that share each batch (default: the usable CPUs, at most one per 8 "
-    "images of a batch); 1 trains in this process. The same seed and worker count give "
-    "bit-identical results.",
+    help="Processes that share each batch, this one and N-1 helpers (default: the usable "
+    "CPUs, at most one per 8 images of a batch); 1 trains in this process alone. The same "
+    "seed and worker count give bit-identical results.",
 )
 @data_options
 @threads_option
