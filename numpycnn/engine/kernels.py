@@ -88,14 +88,15 @@ def line_windows(x, kw):
 
 
 def add_bias(out, bias):
-    """``out`` (..., OW, F) + ``bias`` (F,), as a new contiguous array.
+    """Add ``bias`` (F,) to ``out`` (..., OW, F), C-contiguous, in place; returns ``out``.
 
     Broadcasting ``bias`` over the last axis alone would make NumPy loop over F numbers at a
     time; a bias repeated along a whole output line lets it loop over lines, 3-4x faster.
     """
     ow, f = out.shape[-2:]
     lines = out.reshape(*out.shape[:-2], ow * f)  # a view: each line is contiguous
-    return np.add(lines, np.tile(bias, ow)).reshape(out.shape)
+    np.add(lines, np.tile(bias, ow), out=lines)
+    return out
 
 
 def conv2d_forward(x, weight, bias, stride=1, padding=0):
@@ -111,9 +112,8 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0):
       kernel row u from line i+u, which in the flattened windows is the constant shift of u
       lines, so the output is KH products of shifted window slices with one kernel row
       each, accumulated. The window matrix is KH times smaller than im2col's and a product
-      has K = KW*C, which makes this about 2x faster for the reference's conv2. Lines
-      i >= OH of each image are computed as well (the shifted slices run on into the next
-      image) and cropped away.
+      has K = KW*C, which makes this about 2x faster for the reference's conv2. Each image's
+      product takes only the windows of its own OH output lines, so nothing is cropped.
     - "im2col" (one channel, or stride > 1): one row per output position holding its whole
       receptive field, and one product. With one channel the line windows would be too
       thin for fast products; with a stride the lines would compute stride times too much.
@@ -126,19 +126,15 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0):
     oh, ow = output_size(hp, kh, stride), output_size(wp, kw, stride)
     if stride == 1 and c > 1:
         xw = line_windows(xp, kw)
-        rows = n * hp * ow
-        # Rows past `valid` would need lines beyond the last image; none is kept.
-        valid = rows - (kh - 1) * ow
+        per_image = xw.reshape(n, hp * ow, kw * c)
         w_rows = weight.transpose(2, 3, 1, 0).reshape(kh, kw * c, f)  # (u, (v, c), f)
-        grid = np.empty((rows, f), dtype=xp.dtype)
-        buf = np.empty((valid, f), dtype=xp.dtype)
-        np.matmul(xw[:valid], w_rows[0], out=grid[:valid])
+        # One product per image and kernel row u: its output lines' windows, u lines down.
+        out = np.matmul(per_image[:, : oh * ow], w_rows[0])
+        buf = np.empty_like(out)
         for u in range(1, kh):
-            np.matmul(xw[u * ow : u * ow + valid], w_rows[u], out=buf)
-            grid[:valid] += buf
-        # Crop to the real output lines and add the bias, in one pass.
-        out = add_bias(grid.reshape(n, hp, ow, f)[:, :oh], bias)
-        return out, ("lines", xw)
+            np.matmul(per_image[:, u * ow : u * ow + oh * ow], w_rows[u], out=buf)
+            out += buf
+        return add_bias(out.reshape(n, oh, ow, f), bias), ("lines", xw)
     cols = im2col(xp, kh, kw, stride)
     wmat = weight.transpose(2, 3, 1, 0).reshape(kh * kw * c, f)  # rows in cols' order
     out = add_bias((cols @ wmat).reshape(n, oh, ow, f), bias)
