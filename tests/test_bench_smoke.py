@@ -50,14 +50,15 @@ def check_common(stdout, results, batch_sizes=("32", "128")):
         figures = train["numpycnn"]
         assert len(figures["seconds"]) == 1 and figures["seconds"][0] > 0
         assert 0 <= figures["train_accuracy"] <= 1 and 0 <= figures["test_accuracy"] <= 1
-        # all of MNIST loaded (a run this short may end before a sample sees its workers)
-        assert figures["processes_seen"] >= 1 and figures["pss_peak_mb"] > 100
+        assert "pss_peak_mb" not in figures  # timed runs are not sampled
         # the default workers (here 2) against the in-process path
         assert train["numpycnn-1"]["seconds"][0] > 0 and train["single_ratio"] > 0
     inference = results["inference"]
     assert inference["numpycnn"]["median_images_per_s"] > 0
     memory = results["memory"]
-    assert memory["numpycnn_mb"] == results["train"]["32"]["numpycnn"]["pss_peak_mb"]
+    # all of MNIST loaded (a run this short may end before a sample sees its helper)
+    assert memory["numpycnn_mb"] > 100 and memory["numpycnn_processes_seen"] >= 1
+    assert memory["batches"] == 3  # --batches caps the memory run too
     assert isinstance(memory["pass"], bool) and memory["target_mb"] == 1000
     layers = results["layers"]
     assert layers["share_images"] == 16 and layers["steps"] == 3
