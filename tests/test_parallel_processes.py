@@ -109,9 +109,13 @@ class Run:
         self.workers = json.loads(line)["pids"]
         time.sleep(0.3)  # let it step a little
         self.family = descendants(self.proc.pid)  # the helpers, the resource tracker, ...
-        assert self.workers[0] == self.proc.pid  # worker 0 is the script itself
-        assert set(self.workers[1:]) <= set(self.family)
-        assert len(segments(self.proc.pid)) >= 2
+        try:
+            assert self.workers[0] == self.proc.pid  # worker 0 is the script itself
+            assert set(self.workers[1:]) <= set(self.family)
+            assert len(segments(self.proc.pid)) >= 2
+        except AssertionError:  # a failing test leaves no training script running behind it
+            self.kill_all()
+            raise
         return self
 
     def finish(self, timeout=10):
