@@ -351,7 +351,7 @@ def child_layers(spec):
     from numpycnn.allocator import keep_freed_blocks
     from numpycnn.engine import reference_network
     from numpycnn.engine.optim import Adam
-    from numpycnn.parallel import WorkerPool, shares
+    from numpycnn.parallel import WorkerPool, _accumulate, shares
 
     keep_freed_blocks()  # the layer times are those of a command's steps
 
@@ -398,14 +398,12 @@ def child_layers(spec):
         for _ in batches:
             opt.step(model.flat_params, model.flat_grads)
         result["optimizer_ms"] = (clock() - t) / len(batches) * 1e3
-        slots = np.ones((workers, model.num_params), dtype=model.dtype)
-        tmp, grads = np.empty_like(slots[0]), np.empty_like(slots[0])
+        slots = np.ones((workers - 1, model.num_params), dtype=model.dtype)
+        grads, scratch = np.ones_like(model.flat_grads), {}
         t = clock()
-        for _ in batches:  # what the pool's main process does after each step
-            np.multiply(slots[0], np.float32(1 / workers), out=grads)
-            for k in range(1, workers):
-                np.multiply(slots[k], np.float32(1 / workers), out=tmp)
-                grads += tmp
+        for _ in batches:  # what the calling process does after each step
+            for k, part in enumerate([grads, *slots]):
+                _accumulate(grads, part, 1 / workers, scratch, k == 0)
         result["summation_ms"] = (clock() - t) / len(batches) * 1e3
     result["step_ms"] = None
     if workers > 1:

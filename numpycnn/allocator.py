@@ -16,6 +16,7 @@ process of a ``WorkerPool``: it changes a process-wide setting, so the engine al
 """
 
 import ctypes
+import functools
 import os
 
 #: Blocks up to this size come from the heap (glibc's own ceiling is 32 MiB on 64 bits).
@@ -25,7 +26,6 @@ MMAP_THRESHOLD = 16 * 2**20
 TRIM_THRESHOLD = 64 * 2**20
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
-_state = {"done": False, "applied": False}
 
 
 def _glibc():
@@ -35,18 +35,16 @@ def _glibc():
         return False
 
 
+@functools.cache
 def keep_freed_blocks():
     """Raise glibc's mmap and trim thresholds for this process, once; True if applied."""
-    if not _state["done"]:
-        _state["done"] = True
-        if _glibc():
-            try:
-                mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
-            except (OSError, AttributeError):
-                return False
-            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            _state["applied"] = bool(
-                mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-            )
-    return _state["applied"]
+    if not _glibc():
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )

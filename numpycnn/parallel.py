@@ -171,19 +171,38 @@ def _release(shm, unlink):
 # ----- a share of a step, in any worker -----
 
 
+def _accumulate(total, part, weight, scratch, first):
+    """``total = weight * part`` if ``first``, else ``total += weight * part``, in the
+    arrays' dtype: the one ordered, weighted summation of chunk and share gradients, so that
+    the same inputs and worker count always give the same bits. ``scratch``: a dict that
+    keeps the temporary buffer from one call to the next."""
+    w = total.dtype.type(weight)
+    if first:
+        np.multiply(part, w, out=total)
+    else:
+        tmp = _buffer(scratch, "tmp", total)
+        np.multiply(part, w, out=tmp)
+        total += tmp
+
+
+def _buffer(scratch, key, like):
+    """``scratch[key]``, an array like ``like``, made on first use."""
+    if key not in scratch:
+        scratch[key] = np.empty_like(like)
+    return scratch[key]
+
+
 def _share_step(model, images, labels, batch, lo, hi, augment, scratch):
     """Loss and gradient of the batch's share ``lo:hi`` (``batch``: the shared indices and
     augmentation parameters; ``augment``: None, or the pool's, for an augmented step), left
     in the model's gradient buffer; returns (mean loss of the share, correct predictions).
 
     A share of more than ``CHUNK`` images is computed in even chunks, whose gradients are
-    summed in order, each weighted by its part of the share, in ``scratch`` (a dict that
-    keeps the two summation buffers from one call to the next)."""
+    summed in order, each weighted by its part of the share (``_accumulate``; ``scratch``
+    keeps the summation buffers)."""
     n = hi - lo
     parts = shares(n, -(-n // CHUNK))
     grads, loss, correct = model.flat_grads, 0.0, 0
-    if len(parts) > 1 and "sum" not in scratch:
-        scratch["sum"], scratch["tmp"] = np.empty_like(grads), np.empty_like(grads)
     for k, (a, b) in enumerate(parts):
         idx = batch["idx"][lo + a : lo + b]
         x, y = images[idx], labels[idx]
@@ -195,12 +214,7 @@ def _share_step(model, images, labels, batch, lo, hi, augment, scratch):
         loss += weight * part_loss
         correct += int((out.argmax(axis=1) == y).sum())
         if len(parts) > 1:
-            w = grads.dtype.type(weight)
-            if k == 0:
-                np.multiply(grads, w, out=scratch["sum"])
-            else:
-                np.multiply(grads, w, out=scratch["tmp"])
-                scratch["sum"] += scratch["tmp"]
+            _accumulate(_buffer(scratch, "sum", grads), grads, weight, scratch, k == 0)
     if len(parts) > 1:
         grads[...] = scratch["sum"]
     return loss, correct
@@ -418,7 +432,7 @@ class WorkerPool:
         self._res = res = _Resources(model)
         self._finalizer = weakref.finalize(self, _shutdown, res)
         self._owed = set()  # workers whose reply to the last request is still unread
-        self._scratch = {}  # this process's chunk summation buffers (see _share_step)
+        self._scratch = {}  # this process's summation buffers (see _accumulate)
         self._fields, self._views = {}, {}
         self._capacity = {"batch": 0, "io": 0}
         self.closed = False
@@ -457,7 +471,6 @@ class WorkerPool:
         data["images"][...] = x
         data["labels"][...] = y
         self.images, self.labels = data["images"], data["labels"]
-        self._tmp = np.empty(n, dtype=model.dtype)
         loss = model.loss.kind if model.loss.kind in losses.LOSSES else type(model.loss)
         setup = {
             "layers": model.specs(),
@@ -614,20 +627,17 @@ class WorkerPool:
                 self.augment if augmented else None,
                 self._scratch,
             )
-        replies = [mine, *self._collect([r for r, _, _ in work[1:]])]
+        replies = [mine] + [reply[1:] for reply in self._collect([r for r, _, _ in work[1:]])]
         # The batch's mean loss is the share means weighted by share size: sum the
         # weighted share gradients in worker order, the same order every time.
-        grads, slots, tmp = self.model.flat_grads, self._views["state"]["slots"], self._tmp
+        grads, slots = self.model.flat_grads, self._views["state"]["slots"]
         loss, correct = 0.0, 0
-        for (rank, lo, hi), reply in zip(work, replies):
-            weight = grads.dtype.type((hi - lo) / n)
-            if rank == 0:
-                grads *= weight
-            else:
-                np.multiply(slots[rank - 1], weight, out=tmp)
-                grads += tmp
-            loss += (hi - lo) / n * reply[-2]
-            correct += reply[-1]
+        for (rank, lo, hi), (share_loss, share_correct) in zip(work, replies):
+            weight = (hi - lo) / n
+            part = grads if rank == 0 else slots[rank - 1]
+            _accumulate(grads, part, weight, self._scratch, rank == 0)
+            loss += weight * share_loss
+            correct += share_correct
         return loss, correct
 
     def predict_proba(self, x, batch_size=32):
@@ -670,7 +680,7 @@ class WorkerPool:
         if self.closed:
             return
         self.closed = True
-        self._views, self._tmp = {}, None
+        self._views, self._scratch = {}, {}
         self._finalizer()
 
     def __enter__(self):

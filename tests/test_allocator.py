@@ -63,3 +63,11 @@ def test_it_is_applied_once_and_says_so():
     first = allocator.keep_freed_blocks()
     assert allocator.keep_freed_blocks() is first
     assert first is (hasattr(os, "confstr") and bool(os.confstr("CS_GNU_LIBC_VERSION")))
+
+
+def test_elsewhere_than_glibc_it_does_nothing(monkeypatch):
+    from numpycnn import allocator
+
+    monkeypatch.setattr(allocator, "_glibc", lambda: False)
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a: pytest.fail("C library opened"))
+    assert allocator.keep_freed_blocks.__wrapped__() is False

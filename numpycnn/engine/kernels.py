@@ -63,24 +63,13 @@ def im2col(x, kh, kw, stride):
     return v.reshape(n * oh * ow, kh * kw * c)
 
 
-def row_windows(rows, kw):
-    """Copy (R - KW + 1, KW*C) of ``rows`` (R, C): row p lays rows p .. p+KW-1 side by side.
-
-    An image batch flattened to rows of channels, (N*H*W, C), has the KW pixels under one
-    row of a kernel on KW consecutive rows, so these windows are one strided view (copied,
-    because matrix products need non-overlapping rows).
-    """
-    c = rows.shape[1]
-    return sliding_window_view(rows.reshape(-1), kw * c)[::c].copy()
-
-
 def line_windows(x, kw):
     """Copy (N*H*OW, KW*C) of ``x`` (N, H, W, C), OW = W - KW + 1: row (n, a, j) lays the KW
     pixels x[n, a, j : j+KW] side by side, the pixels under one kernel row of output column j.
 
-    Within one image line these are overlapping windows of KW*C contiguous numbers, so the
-    copy is fast; unlike ``row_windows`` over the whole batch it makes no windows that
-    straddle two lines, which no output uses.
+    Within one image line these are overlapping windows of KW*C contiguous numbers: one
+    strided view, copied (matrix products need rows that do not overlap), and a fast copy.
+    No window straddles two lines, since no output uses one.
     """
     n, h, w, c = x.shape
     lines = x.reshape(n * h, w * c)
