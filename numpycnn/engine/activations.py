@@ -1,5 +1,5 @@
 """Activation layers. Elementwise ones keep their input's memory order (NumPy's default
-'K' order for ufuncs), which preserves the channels-last memory behind NCHW views."""
+'K' order for ufuncs), which preserves the images-last memory behind NCHW views."""
 
 import numpy as np
 

@@ -1,9 +1,10 @@
 """Layers: small classes with ``forward(x)``, which keeps what backward needs, and
 ``backward(grad)``, which stores the parameter gradients and returns dL/dx.
 
-All image tensors are NCHW-shaped. Conv and pool layers compute in channels-last memory
-(``kernels.py``) and return NCHW views of it; elementwise layers preserve that memory
-order, so the next conv or pool layer gets its channels-last array back for free.
+All image tensors are NCHW-shaped. Conv and pool layers compute in images-last
+(C, H, W, N) memory (``kernels.py``) and return NCHW views of it; elementwise layers
+preserve that memory order, so the next conv or pool layer gets its array back for free,
+and ``Flatten`` hands ``Dense`` a transposed view of it.
 
 A layer with parameters declares their shapes in ``param_shapes`` (weights named
 ``weight``, biases ``bias`` of shape (out, 1) as in the reference's pickle); the model
@@ -13,7 +14,7 @@ allocates them and hands each layer views into its flat parameter and gradient b
 import numpy as np
 
 from . import kernels
-from .kernels import to_nchw, to_nhwc
+from .kernels import to_chwn, to_nchw
 
 
 class Layer:
@@ -90,16 +91,16 @@ class Conv2D(Layer):
         return (self.filters, oh, ow)
 
     def forward(self, x):
-        xh = to_nhwc(x)
+        xc = to_chwn(x)
         out, self._cache = kernels.conv2d_forward(
-            xh, self.params["weight"], self.params["bias"][:, 0], self.stride, self.padding
+            xc, self.params["weight"], self.params["bias"][:, 0], self.stride, self.padding
         )
-        self._x_shape = xh.shape
+        self._x_shape = xc.shape
         return to_nchw(out)
 
     def backward(self, grad):
         dx, dw, db = kernels.conv2d_backward(
-            to_nhwc(grad),
+            to_chwn(grad),
             self._cache,
             self.params["weight"],
             self._x_shape,
@@ -150,17 +151,15 @@ class MaxPool2D(_Pool2D):
     kind = "maxpool2d"
 
     def forward(self, x):
-        xh = to_nhwc(x)
-        out = kernels.maxpool_forward(xh, self.size, self.stride)
-        self._x, self._out = xh, out
+        out, self._cache = kernels.maxpool_forward(to_chwn(x), self.size, self.stride)
         return to_nchw(out)
 
     def switches(self):
-        masks = kernels.first_max_masks(self._x, self._out, self.size, self.stride)
-        return tuple(first for _, _, first in masks)
+        planes, out, _ = self._cache
+        return tuple(kernels.first_max_masks(planes, out))
 
     def backward(self, grad):
-        dx = kernels.maxpool_backward(to_nhwc(grad), self._x, self._out, self.size, self.stride)
+        dx = kernels.maxpool_backward(to_chwn(grad), self._cache, self.size, self.stride)
         return to_nchw(dx)
 
 
@@ -170,12 +169,12 @@ class AvgPool2D(_Pool2D):
     kind = "avgpool2d"
 
     def forward(self, x):
-        xh = to_nhwc(x)
-        self._x_shape = xh.shape
-        return to_nchw(kernels.avgpool_forward(xh, self.size, self.stride))
+        xc = to_chwn(x)
+        self._x_shape = xc.shape
+        return to_nchw(kernels.avgpool_forward(xc, self.size, self.stride))
 
     def backward(self, grad):
-        dx = kernels.avgpool_backward(to_nhwc(grad), self._x_shape, self.size, self.stride)
+        dx = kernels.avgpool_backward(to_chwn(grad), self._x_shape, self.size, self.stride)
         return to_nchw(dx)
 
 
@@ -189,10 +188,16 @@ class Flatten(Layer):
 
     def forward(self, x):
         self._x_shape = x.shape
-        return x.reshape(x.shape[0], -1)  # copies NCHW views into C order
+        if x.ndim != 4:
+            return x.reshape(x.shape[0], -1)
+        # (C*H*W, N) in images-last memory is the flat (N, C*H*W) transposed: a view.
+        return to_chwn(x).reshape(-1, x.shape[0]).T
 
     def backward(self, grad):
-        return grad.reshape(self._x_shape)
+        if len(self._x_shape) != 4:
+            return grad.reshape(self._x_shape)
+        n, c, h, w = self._x_shape
+        return to_nchw(np.ascontiguousarray(grad.T).reshape(c, h, w, n))
 
 
 class Dense(Layer):
@@ -226,7 +231,8 @@ class Dense(Layer):
         self.grads["bias"][:, 0] = np.ones(grad.shape[0], dtype=grad.dtype) @ grad
         if not self.needs_input_grad:
             return None
-        return grad @ self.params["weight"]
+        # Computed transposed, so that Flatten gets back images-last memory without a copy.
+        return (self.params["weight"].T @ grad.T).T
 
     def spec(self):
         s = {"type": self.kind, "units": self.units}
