@@ -137,7 +137,7 @@ def test_every_loss_gives_the_in_process_gradient(loss, train_data):
         ("reference", "float64", 1e-12, 33),
         (POOL_NET, "float64", 1e-12, 20),
         (POOL_NET, "float32", 2e-5, 1),  # fewer images than workers: one share is empty
-        # shares of 70 and 69 images, each computed in chunks of 24 or 23 (CHUNK is 32)
+        # shares of 70 and 69 images, each computed in chunks of 14 (CHUNK is 16)
         ("reference", "float64", 1e-12, 139),
     ],
     ids=["reference-f32", "reference-f64", "avgpool-sigmoid-f64", "one-image", "chunked"],
