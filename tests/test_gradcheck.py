@@ -99,10 +99,26 @@ def test_dense():
     assert_exact_check(result, {"input": 21, "weight": 35, "bias": 5})
 
 
-def test_flatten():
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 3, 4)])
+def test_flatten(shape):
     layer = Flatten()
-    result = gradcheck.check_layer(layer, (2, 3, 4, 5))
-    assert_exact_check(result, {"input": 120})
+    result = gradcheck.check_layer(layer, shape)
+    assert_exact_check(result, {"input": int(np.prod(shape))})
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 3, 4)])
+def test_flatten_keeps_nchw_order_whatever_the_memory(shape):
+    """The flat rows are each sample's values in C order, as the reference flattens, and
+    backward gives the gradient back in the input's shape and order."""
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    inputs = [x]
+    if len(shape) == 4:
+        inputs.append(np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2))
+    for given in inputs:
+        layer = Flatten()
+        out = layer.forward(given)
+        np.testing.assert_array_equal(out, x.reshape(shape[0], -1))
+        np.testing.assert_array_equal(layer.backward(out), x)
 
 
 # ----- activations -----

@@ -142,14 +142,13 @@ def conv2d_backward(grad, cache, weight, x_shape, stride=1, padding=0, need_dx=T
     # dx_pad line s*i + u gets, for every kernel row u, gradient line i correlated with
     # kernel row u: sum_{v,f} weight[f, :, u, v] * g[f, i, j] at column b = s*j + v. Laying
     # each gradient line out at its input columns (every stride-th) between KW-1 zeros on
-    # either side, window plane v holds g at column b - v for column b, so all kernel rows
-    # are one product (KH*C, KW*F) @ (KW*F, OH*Wp*N), added in at lines u, u + s, ...
+    # either side, column window plane KW-1-v holds g at column b - v for column b, so all
+    # kernel rows are one product (KH*C, KW*F) @ (KW*F, OH*Wp*N), with the kernel columns
+    # reversed to match, added in at lines u, u + s, ...
     g_lines = np.zeros((f, oh, wp + kw - 1, n), dtype=grad.dtype)
     g_lines[:, :, kw - 1 : kw - 1 + stride * ow : stride] = grad
-    g_win = np.empty((kw, f, oh, wp, n), dtype=grad.dtype)
-    for v in range(kw):
-        g_win[v] = g_lines[:, :, kw - 1 - v : kw - 1 - v + wp]
-    w_all = weight.transpose(2, 1, 3, 0).reshape(kh * c, kw * f)  # (u, c) x (v, f)
+    g_win = column_windows(g_lines, kw, 1, wp)  # (KW, F, OH, Wp, N)
+    w_all = weight[:, :, :, ::-1].transpose(2, 1, 3, 0).reshape(kh * c, kw * f)  # (u,c) x (v,f)
     parts = (w_all @ g_win.reshape(kw * f, -1)).reshape(kh, c, oh, wp, n)
     dxp = np.zeros((c, hp, wp, n), dtype=grad.dtype)
     for u in range(kh):
