@@ -98,7 +98,7 @@ def inspect_command(
         require_matplotlib()
     saved = load_model(params)
 
-    from numpycnn.inspection import Inspector
+    from numpycnn.inspector import Inspector
 
     inspector = Inspector(
         saved, test_set=_test_set(saved, data_dir, mirrors), threads=threads, name=params.name
@@ -114,7 +114,7 @@ def inspect_command(
 
 def serve(inspector, host, port, open_browser=True):
     """Serve the page until Ctrl-C, which stops the server and exits 0."""
-    from numpycnn.inspect_server import make_server
+    from numpycnn.inspector import make_server
 
     try:
         server = make_server(inspector, host, port, log=lambda line: click.echo(line, err=True))

@@ -1,5 +1,5 @@
 """``numpycnn inspect --save DIR``: the inspector's views as PNG figures, for reports and
-for users without a browser. Every number comes from ``numpycnn.inspection.Inspector``."""
+for users without a browser. Every number comes from ``numpycnn.inspector.Inspector``."""
 
 from pathlib import Path
 

@@ -20,8 +20,7 @@ from numpycnn.config import load_config
 from numpycnn.data import Normalization
 from numpycnn.engine import Sequential
 from numpycnn.imageprep import load_digit
-from numpycnn.inspect_server import make_server
-from numpycnn.inspection import Inspector
+from numpycnn.inspector import Inspector, make_server
 from numpycnn.modelfile import load_model, save_model
 from numpycnn.training import evaluate
 

@@ -16,7 +16,7 @@ from PIL import Image
 from test_inspect_api import array, image_body, png_bytes, reference_inspector, request, serving
 
 from numpycnn.imageprep import decode_digit
-from numpycnn.inspect_server import MAX_BODY
+from numpycnn.inspector.server import MAX_BODY
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +89,10 @@ def test_serves_its_page_with_a_strict_content_policy(server):
         "/etc/passwd",
         "/inspect.html/../../setup.cfg",
         "/%2Fetc%2Fpasswd",
-        "/api/../inspect_server.py",
+        "/api/../server.py",
         "/api/nothing",
         "/favicon.ico",
-        "/inspect.html%00.py",
+        "/page.html%00.py",
     ],
 )
 def test_no_path_reaches_another_file(server, target):

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Normalization
-from .engine import losses
-from .imageprep import SIZE, decode_digit
+from ..data import Normalization
+from ..engine import losses
+from ..imageprep import SIZE, decode_digit
 
 __all__ = ["InspectionError", "Inspector", "Trace", "layer_labels", "trace"]
 

@@ -2,7 +2,7 @@
 
 The standard library's ``ThreadingHTTPServer`` is enough for one user on one machine, as
 pydoc's server shows: one thread per request, no dependency. The page is a single
-self-contained file shipped with the package (``static/inspect.html``); the server serves
+self-contained file shipped with the package (``page.html`` beside this module); the server serves
 only that, by exact name, so there is no file path to traverse. Every other path is 404.
 
 API (JSON in, JSON out; arrays as ``{"shape": [...], "float32"|"uint8": base64}``, little-
@@ -35,9 +35,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from .data import DataError
-from .imageprep import ImageError
-from .inspection import InspectionError
+from ..data import DataError
+from ..imageprep import ImageError
+from .compute import InspectionError
 
 __all__ = ["MAX_BODY", "InspectServer", "make_server", "to_json"]
 
@@ -46,7 +46,7 @@ MAX_BODY = 12 * 1024 * 1024
 #: Bodies up to this size over the limit are read and dropped before the 413, so that the
 #: client sees it; larger ones are refused unread and the connection closed.
 DRAIN_LIMIT = 4 * MAX_BODY
-PAGE = "inspect.html"
+PAGE = "page.html"
 #: The page may talk to this server only, and run only its own inline code.
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -98,7 +98,7 @@ class InspectServer(ThreadingHTTPServer):
     def __init__(self, address, inspector, log=None):
         self.inspector = inspector
         self.log = log or (lambda line: None)
-        self.page = resources.files("numpycnn").joinpath("static", PAGE).read_bytes()
+        self.page = resources.files(__package__).joinpath(PAGE).read_bytes()
         super().__init__(address, Handler)
         host = address[0] or "0.0.0.0"
         self.loopback_only = _is_loopback(host)

@@ -1,0 +1,11 @@
+"""``numpycnn inspect``: a model shown from the inside.
+
+- ``compute``: every number the page shows, computed by the engine (``Inspector``).
+- ``server``: the local HTTP server and its JSON API over an ``Inspector``.
+- ``page.html``: the page itself, one self-contained file with no build step.
+"""
+
+from .compute import InspectionError, Inspector
+from .server import InspectServer, make_server
+
+__all__ = ["InspectServer", "InspectionError", "Inspector", "make_server"]
