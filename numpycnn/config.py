@@ -294,7 +294,7 @@ def find_config(config):
     the reader to report."""
     source = os.fspath(config)
     path = Path(source)
-    if path.exists() or path.parent != Path("."):
+    if path.is_file() or path.parent != Path("."):
         return path
     try:
         return builtin_config(source)[1]

@@ -53,6 +53,8 @@ def test_a_file_of_that_name_wins(tmp_path, monkeypatch):
     Path("best.yaml").write_text("training:\n  epochs: 1\n")
     assert load_config("best.yaml").training.epochs == 1  # the file, not the built-in
     assert load_config("best").training.epochs == 20  # no file called "best": the built-in
+    Path("default").mkdir()  # a folder is not a config file: the name still finds the recipe
+    assert load_config("default") == load_config(CONFIG_DIR / "default.yaml")
 
 
 def test_an_unknown_name_is_one_line_with_a_suggestion_and_the_names(tmp_path, monkeypatch):
