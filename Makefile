@@ -45,8 +45,11 @@ bench: $(INSTALLED_DEV)  ## speed and memory against PyTorch, side by side in on
 zoo: $(INSTALLED)  ## train every config in configs/ and write the results table
 	$(PYTHON) scripts/zoo.py
 
+# a new environment; one that failed half-way (no ensurepip: apt install python3-venv) is
+# removed, and an existing folder that is not one is left alone
 $(PYTHON):
-	python3 -m venv $(VENV)
+	@if [ -e $(VENV) ]; then echo "$(VENV) exists but has no bin/python: remove it, or choose another with VENV=..." >&2; exit 1; fi
+	python3 -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 # numpycnn alone, editable, so that an edit of the code needs no reinstall
 $(INSTALLED): setup.cfg pyproject.toml | $(PYTHON)
