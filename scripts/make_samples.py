@@ -7,7 +7,7 @@ random width in dark ink on off-white paper with uneven light and grain, at one 
 sizes and shapes. The same seed gives the same images.
 
     python scripts/make_samples.py                 # writes samples/0.png ... samples/9.png
-    python scripts/make_samples.py --seed 7 --out /tmp/more
+    python scripts/make_samples.py --seed 7 --out more-samples
 """
 
 import argparse
@@ -137,7 +137,7 @@ def main(argv=None):
         image = draw(digit, rng, SIZES[digit % len(SIZES)])
         path = args.out / f"{digit}.png"
         image.save(path, optimize=True)
-        print(f"{path}  {image.width}x{image.height}")
+        print(f"{path.name}  {image.width}x{image.height}")
 
 
 if __name__ == "__main__":
