@@ -38,8 +38,10 @@ config_option = click.option(
     "-c",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML (.yaml/.yml) or INI (.ini) file: network, data, training, output. "
-    "Without it: the reference network with the default recipe (configs/default.yaml).",
+    metavar="FILE|NAME",
+    help="YAML (.yaml/.yml) or INI (.ini) file: network, data, training, output; or the "
+    "name of a built-in config (`numpycnn configs` lists them; a file of that name wins). "
+    "Without it: the built-in default (the same as an empty file).",
 )
 
 
@@ -84,8 +86,31 @@ def progress_factory(quiet, **tqdm_options):
     )
 
 
+def human_size(n):
+    """A byte count as pip shows it: '9.9 MB', '4.5 kB'."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+class DownloadLine:
+    """A download's progress where no bar can be drawn (stderr is a file or a pipe): one
+    line as the transfer starts, as pip prints, so a log shows what was fetched."""
+
+    def __init__(self, desc, total=None):
+        size = "" if total is None else f" ({human_size(total)})"
+        click.echo(f"downloading {desc}{size}", err=True)
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
 def download_progress(quiet):
-    """A progress factory for downloads: bytes, with binary-prefixed sizes and the rate."""
+    """A progress factory for downloads: on a terminal a bar of bytes, with binary-prefixed
+    sizes and the rate; elsewhere one line per file (``DownloadLine``); none with --quiet."""
+    if not quiet and not sys.stderr.isatty():
+        return DownloadLine
     return progress_factory(quiet, unit="B", unit_scale=True, unit_divisor=1024)
 
 

@@ -141,7 +141,8 @@ def train(
     resolved config (config.yaml), a checkpoint after every epoch (last.pkl), the best one
     by validation accuracy (best.pkl), results.csv and layers.csv (per-epoch figures and
     per-layer weight and gradient norms, dead ReLUs) and, with matplotlib, results.png.
-    The final model is saved to --out (default params.pkl).
+    The final model is saved to --out (default: the config's output.params, else NAME.pkl
+    after the run's name: default.pkl, best.pkl), and the last line says so.
 
     Downloads MNIST if needed and trains with a progress bar on stderr, printing one line
     per epoch. Ctrl-C stops between batches, saves last.pkl and exits with status 130;
@@ -149,8 +150,8 @@ def train(
 
     \b
     Examples:
-      numpycnn train --config configs/default.yaml
-      numpycnn train -c configs/best.yaml --name best-seed1 --seed 1
+      numpycnn train --config default         # a built-in config: numpycnn configs
+      numpycnn train -c configs/best.yaml --name best-seed1 --seed 1   # -> best-seed1.pkl
       numpycnn train --resume runs/default
     """
     if resume is not None and (
@@ -161,15 +162,18 @@ def train(
             "--data-dir, --mirror, --threads, --quiet and --json may be given with it"
         )
     bar = folder = None
+    replacing = False  # whether the model file existed before this run
     talk = not quiet and not as_json
 
     def on_start(start):
-        nonlocal bar, folder
+        nonlocal bar, folder, replacing
         folder = start.folder.path
+        replacing = Path(start.config.output.params).exists()
         t, cfg = start.trainer, start.config
-        if talk:
+        if not as_json:  # a result, not progress: stdout, and kept under --quiet
             verb = f"resuming {start.resumed_from} in" if start.resumed_from else "run folder"
             click.echo(f"{verb} {start.folder.path}")
+        if talk:
             click.echo(
                 f"training {t.model.num_params:,} parameters on {len(t.y):,} images"
                 f" ({len(t.val[1]) if t.val else 0:,} for validation),"
@@ -254,9 +258,13 @@ def train(
     metrics = result.metrics
     if as_json:
         summary = {"run": str(result.folder.path), "params": result.params and str(result.params)}
+        summary["replaced"] = bool(result.params) and replacing
         click.echo(json.dumps({**summary, **metrics}))
     else:
-        where = f"saved the model to {result.params}" if result.params else "model not saved"
+        where = "model not saved"
+        if result.params:
+            where = f"saved the model to {result.params}"
+            where += ", replacing the previous one" if replacing else ""
         click.echo(
             f"test accuracy {_percent(metrics['test_accuracy'])} "
             f"({metrics['test_correct']}/{metrics['test_total']}); {where} "

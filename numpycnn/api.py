@@ -5,8 +5,8 @@ and model file come out of either. Nothing here prints; progress reaches the cal
 ``Callbacks``.
 
     import numpycnn
-    result = numpycnn.train("configs/default.yaml", epochs=1)
-    model = numpycnn.load("params.pkl")
+    result = numpycnn.train("default", epochs=1)   # a built-in config, or a file's path
+    model = numpycnn.load("default.pkl")
     model.predict(["seven.png"])            # -> array([7])
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from . import parallel, runs
 from .allocator import keep_freed_blocks
-from .config import DEFAULT_RECIPE, Config, load_config
+from .config import DEFAULT_RECIPE, Config, find_config, load_config
 from .data import (
     DEFAULT_MIRRORS,
     Normalization,
@@ -33,6 +33,9 @@ from .engine import Sequential
 from .imageprep import load_digit
 from .modelfile import load_model, save_model
 from .training import EpochStats, Trainer, evaluate, prepare
+
+#: The run folder's name, and the model file's (NAME.pkl), when nothing names the run.
+DEFAULT_NAME = "train"
 
 #: Settings a resumed run takes from its checkpoint, never from the caller.
 FIXED_ON_RESUME = ("batch_size", "lr", "seed", "limit", "name", "runs_dir")
@@ -87,19 +90,25 @@ class TrainResult:
 
 
 def resolve_config(config=None, **overrides):
-    """The Config that ``train`` would use: a file path, a Config or None (the default
-    recipe), with the given overrides applied (None keeps a setting). A file's run name
-    defaults to the file's name without its extension, the default recipe's to "default"."""
+    """The Config that ``train`` would use: a file path or a built-in config's name (a
+    file of that name wins), a Config or None (the default recipe), with the given
+    overrides applied (None keeps a setting). A file's run name defaults to the file's
+    name without its extension, the default recipe's to "default"; the model file
+    (``output.params``) to NAME.pkl after the run's name, so that ``best`` writes best.pkl
+    and never replaces default.pkl."""
     if config is None:
         config = DEFAULT_RECIPE.with_overrides(name="default")
     elif isinstance(config, (str, os.PathLike)):
-        path = config
+        path = find_config(config)
         config = load_config(path)
         if config.output.name is None:
             config = config.with_overrides(name=Path(path).stem)
     elif not isinstance(config, Config):
         raise TypeError(f"config must be a path, a Config or None, got {type(config).__name__}")
-    return config.with_overrides(**overrides)
+    config = config.with_overrides(**overrides)
+    if config.output.params is None:
+        config = config.with_overrides(params=f"{config.output.name or DEFAULT_NAME}.pkl")
+    return config
 
 
 def _resume_point(resume):
@@ -137,7 +146,8 @@ def train(
 ):
     """Train a network as ``numpycnn train`` does, and return a ``TrainResult``.
 
-    ``config``: a YAML/INI path, a ``Config`` or None (the default recipe). The keyword
+    ``config``: a YAML/INI path, a built-in config's name (``"best"``; a file of that name
+    wins), a ``Config`` or None (the default recipe). The keyword
     settings override the config's (``out`` is ``output.params``; ``data_dir`` and
     ``mirrors`` also override the environment). ``resume``: a run folder or a checkpoint
     to continue exactly, with its own settings (only ``epochs``, ``out``, ``data_dir``
@@ -202,7 +212,8 @@ def train(
         mnist = load_mnist(data_dir, mirrors, progress=cb.download_progress)
         run = prepare(config, mnist, checkpoint)
         if folder is None:  # a new run claims its folder once its setup has succeeded
-            folder = runs.RunFolder.create(config.output.runs_dir, config.output.name or "train")
+            name = config.output.name or DEFAULT_NAME
+            folder = runs.RunFolder.create(config.output.runs_dir, name)
             hold.enter_context(folder.locked())
         if workers is None:
             workers = parallel.default_workers(config.training.batch_size)

@@ -1,6 +1,10 @@
 """Configuration: YAML or INI files with one schema, read once into frozen dataclasses.
 
-A config has four sections, each optional (every omitted key takes its default):
+A config has four sections, each optional. Every omitted key takes its default, and the
+defaults are our recommended recipe, configs/default.yaml (``DEFAULT_RECIPE``): an empty file
+trains what no file trains. ``load_config`` also takes the name of a built-in config
+(``best``, ``default``, ...: the files in ``numpycnn/configs/``) where no file of that name
+exists.
 
 - ``network``: a list of layer specs for the engine, e.g. ``{type: conv2d, filters: 8, kernel:
   5}``; the reference network by default.
@@ -87,7 +91,7 @@ class DataConfig:
     data_dir: str = "data"
     mirrors: tuple[str, ...] = ()
     limit: int | None = None
-    validation: int = 0
+    validation: int = 5000
     normalization: str = "standard"
     augment: AugmentConfig | None = None
 
@@ -97,7 +101,7 @@ class OptimizerConfig:
     """An optimiser name and every hyperparameter its constructor takes, defaults filled in."""
 
     name: str = "adam"
-    hyperparameters: dict = field(default_factory=lambda: optim.Adam().hyperparameters())
+    hyperparameters: dict = field(default_factory=lambda: optim.Adam(lr=0.003).hyperparameters())
 
     def to_dict(self):
         return {"name": self.name, **self.hyperparameters}
@@ -108,8 +112,13 @@ class ScheduleConfig:
     """A learning-rate schedule's name and its settings (``numpycnn.schedules``). The
     exponential schedule's decay is ``training.lr_decay``, so it has no settings here."""
 
-    name: str = "exponential"
-    settings: dict = field(default_factory=dict)
+    name: str = "onecycle"
+    settings: dict | None = None  # None: the named schedule's own defaults
+
+    def __post_init__(self):
+        if self.settings is None:
+            own = {} if self.name == "exponential" else schedules.get(self.name).settings()
+            object.__setattr__(self, "settings", own)
 
     def to_dict(self):
         return {"name": self.name, **self.settings}
@@ -120,7 +129,7 @@ class TrainingConfig:
     """How to train: the loss, initialiser, dtype, seed, and the optimiser with its settings."""
 
     epochs: int = 4
-    batch_size: int = 32
+    batch_size: int = 64
     loss: str = "softmax_cross_entropy"
     init: str = "he_normal"
     dtype: str = "float32"
@@ -141,11 +150,13 @@ class OutputConfig:
     """Where the trained model file goes, and the run folder of checkpoints and results.
 
     Each run gets its own folder ``runs_dir/name`` (``name-2``, ``name-3``, ... when taken);
-    ``name`` defaults to the config file's name. ``save_epochs`` keeps a checkpoint file per
-    epoch besides ``last.pkl`` and ``best.pkl``.
+    ``name`` defaults to the config file's name. ``params`` defaults to ``NAME.pkl`` after
+    the run's name (``best.pkl`` for best.yaml), so that one recipe's model never replaces
+    another's. ``save_epochs`` keeps a checkpoint file per epoch besides ``last.pkl`` and
+    ``best.pkl``.
     """
 
-    params: str = "params.pkl"
+    params: str | None = None  # None: NAME.pkl, after the run's name
     runs_dir: str = "runs"
     name: str | None = None
     save_epochs: bool = False
@@ -190,12 +201,18 @@ class Config:
     def from_dict(cls, data, source="config"):
         """A validated Config from plain data in the file schema; ``source`` names it in errors.
 
-        Configs stored by earlier versions (in model files and checkpoints) still load: their
-        ``output.checkpoint_dir``, which run folders replaced, is dropped.
+        Configs stored by earlier versions (in model files and checkpoints) still load, with
+        their meaning: their ``output.checkpoint_dir``, which run folders replaced, is
+        dropped, and one stored before schedules existed keeps the exponential schedule it
+        trained with (the default schedule is one-cycle now).
         """
         if isinstance(data, dict) and isinstance(data.get("output"), dict):
             output = {k: v for k, v in data["output"].items() if k != "checkpoint_dir"}
             data = {**data, "output": output}
+        if isinstance(data, dict) and isinstance(data.get("training"), dict):
+            if "schedule" not in data["training"]:
+                training = {**data["training"], "schedule": {"name": "exponential"}}
+                data = {**data, "training": training}
         return _parse(data, source)
 
     def with_overrides(
@@ -224,28 +241,73 @@ class Config:
         return _parse(raw, "overrides")
 
 
-#: Our recommended recipe for the reference network (configs/default.yaml says the same):
-#: what ``numpycnn train`` uses without a config file. The schema's own defaults, which
-#: fill keys a file leaves out, stay neutral (constant rate, textbook Adam), so that no
-#: file's meaning depends on this tuning.
-DEFAULT_RECIPE = Config(
-    data=DataConfig(validation=5000),
-    training=TrainingConfig(
-        epochs=4,
-        batch_size=64,
-        optimizer=OptimizerConfig("adam", optim.Adam(lr=0.003).hyperparameters()),
-        schedule=ScheduleConfig("onecycle", schedules.OneCycle().settings()),
-    ),
-)
+#: Our recommended recipe for the reference network, configs/default.yaml: what ``numpycnn
+#: train`` uses without a config file, and what every key a file leaves out takes. There is
+#: one set of defaults, so an empty file, no file and default.yaml train the same network.
+DEFAULT_RECIPE = Config()
 
 
 def _given(values):
     return {key: value for key, value in values.items() if value is not None}
 
 
+#: The built-in configs (recipes), installed with the package; the repository's configs/
+#: folder links here.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def builtin_configs():
+    """{name: path} of the built-in configs, sorted by name. A file's name is its stem
+    (``best`` for best.yaml); a file whose stem a YAML file already has (the INI twin
+    escontrela.ini) is named by its file name."""
+    files = sorted(
+        (p for p in CONFIG_DIR.iterdir() if p.suffix.lower() in EXTENSIONS),
+        key=lambda p: (p.stem, p.suffix.lower() == ".ini", p.suffix),
+    )
+    found = {}
+    for path in files:
+        found[path.name if path.stem in found else path.stem] = path
+    return found
+
+
+def builtin_config(name):
+    """(name, path) of the built-in config called ``name`` (or by its file name,
+    ``best.yaml``); ``ConfigError`` naming the closest names if there is none."""
+    known = builtin_configs()
+    if name in known:
+        return name, known[name]
+    for known_name, path in known.items():
+        if path.name == name:
+            return known_name, path
+    names = list(known)
+    raise ConfigError(
+        f"unknown config {name!r}{_close(name, names)}: no such file, nor a built-in "
+        f"config (built-in: {', '.join(names)}; `numpycnn configs` describes them)"
+    )
+
+
+def find_config(config):
+    """The config file ``config`` names: a path, when a file is there (a path always
+    wins), else a built-in config's name (``best``, or its file name ``best.yaml``).
+    Raises ``ConfigError`` for a bare name that is neither, with the closest names; a
+    missing path (with a folder, or a file name that no built-in config has) is left for
+    the reader to report."""
+    source = os.fspath(config)
+    path = Path(source)
+    if path.is_file() or path.parent != Path("."):
+        return path
+    try:
+        return builtin_config(source)[1]
+    except ConfigError:
+        if path.suffix.lower() in EXTENSIONS:  # a file name: "no such file", as before
+            return path
+        raise
+
+
 def load_config(path):
-    """The Config in a .yaml, .yml or .ini file."""
-    source = os.fspath(path)
+    """The Config in a .yaml, .yml or .ini file, or of a built-in config by name
+    (``find_config``: a file of that name wins)."""
+    source = os.fspath(find_config(path))
     suffix = Path(source).suffix.lower()
     if suffix not in EXTENSIONS:
         raise ConfigError(
@@ -517,10 +579,13 @@ def _optimizer(raw, where):
         raw = {}
     if not isinstance(raw, dict):
         raise _Problem(f"{where}: expected a mapping with 'name' and hyperparameters, got {raw!r}")
-    name = _choice(f"{where}.name", raw.get("name", "adam"), tuple(optim.OPTIMIZERS))
+    default = OptimizerConfig()
+    name = _choice(f"{where}.name", raw.get("name", default.name), tuple(optim.OPTIMIZERS))
     cls = optim.OPTIMIZERS[name]
     accepted = inspect.signature(cls).parameters
-    kwargs = {}
+    # the default optimiser's omitted settings are the defaults' (Adam at 0.003), so that
+    # {name: adam} means what no optimizer section means; another takes its own defaults
+    kwargs = dict(default.hyperparameters) if name == default.name else {}
     for key, value in raw.items():
         if key == "name":
             continue
@@ -543,7 +608,8 @@ def _schedule(raw, where, lr_decay):
         raw = {}
     if not isinstance(raw, dict):
         raise _Problem(f"{where}: expected a mapping with 'name' and settings, got {raw!r}")
-    name = _choice(f"{where}.name", raw.get("name", "exponential"), tuple(schedules.SCHEDULES))
+    default = ScheduleConfig().name
+    name = _choice(f"{where}.name", raw.get("name", default), tuple(schedules.SCHEDULES))
     if name == "exponential":
         accepted = {}
     else:
@@ -560,7 +626,7 @@ def _schedule(raw, where, lr_decay):
     if name != "exponential" and lr_decay != 1:
         raise _Problem(
             f"training.lr_decay {lr_decay:g} applies to the exponential schedule only, "
-            f"not to {name}: remove it or set it to 1"
+            f"not to {name}: set {where} to {{name: exponential}}, or remove lr_decay"
         )
     try:
         schedule = schedules.get(name, **settings)
@@ -600,7 +666,7 @@ def _output(raw):
     if not isinstance(v["save_epochs"], bool):
         raise _Problem(f"output.save_epochs: expected true or false, got {v['save_epochs']!r}")
     return OutputConfig(
-        params=_text("output.params", v["params"]),
+        params=None if v["params"] is None else _text("output.params", v["params"]),
         runs_dir=_text("output.runs_dir", v["runs_dir"]),
         name=_run_name("output.name", v["name"]),
         save_epochs=v["save_epochs"],

@@ -84,6 +84,7 @@ def tiny_config(
             "batch_size": batch_size,
             "seed": seed,
             "optimizer": optimizer or {"name": "adam", "lr": 0.01},
+            "schedule": {"name": "exponential"},  # a constant rate, whatever the length
         },
         output={
             "params": str(tmp_path / params),

@@ -220,9 +220,11 @@ def test_without_config_trains_the_reference_network(tmp_path, monkeypatch, mnis
         f"batches, adam lr {recipe.optimizer.hyperparameters['lr']:g} "
         f"({recipe.schedule.name} schedule), {workers_text(32)}",
     ]
-    assert "/200); saved the model to params.pkl (run folder runs/default)" in result.stdout
-    saved = load_model(tmp_path / "params.pkl")  # default output.params, in the cwd
-    expected = DEFAULT_RECIPE.with_overrides(epochs=1, limit=64, batch_size=32, name="default")
+    assert "/200); saved the model to default.pkl (run folder runs/default)" in result.stdout
+    saved = load_model(tmp_path / "default.pkl")  # NAME.pkl after the run's name, in the cwd
+    expected = DEFAULT_RECIPE.with_overrides(
+        epochs=1, limit=64, batch_size=32, name="default", params="default.pkl"
+    )
     assert saved.config == expected.to_dict()
     assert load_model(tmp_path / "runs" / "default" / "last.pkl").checkpoint["epoch"] == 1
 
@@ -237,7 +239,7 @@ def test_json_prints_one_summary_object(tmp_path, loader):
     summary = last_json(result)  # no header, no epoch lines: just the JSON
     assert set(summary) == {
         "run", "params", "test_accuracy", "test_correct", "test_total", "val_accuracy",
-        "train_loss", "seconds", "epochs", "workers",
+        "train_loss", "seconds", "epochs", "workers", "replaced",
     }  # fmt: skip
     assert summary["workers"] == default_workers(32)
     assert summary["params"] == str(out)
@@ -245,9 +247,9 @@ def test_json_prints_one_summary_object(tmp_path, loader):
     assert summary["epochs"] == 2
     assert 0 <= summary["val_accuracy"] <= 1 and 0 <= summary["test_accuracy"] <= 1
     assert summary["train_loss"] > 0 and summary["seconds"] > 0
-    assert {k: v for k, v in summary.items() if k not in ("params", "run")} == load_model(
-        out
-    ).metrics
+    assert {
+        k: v for k, v in summary.items() if k not in ("params", "run", "replaced")
+    } == load_model(out).metrics
 
 
 @pytest.mark.parametrize("quiet", [False, True])
@@ -500,7 +502,8 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, mnist
     assert stderr.splitlines()[-1] == (
         f"interrupted: checkpoint saved to {last}; continue with numpycnn train --resume {folder}"
     )
-    assert stdout.startswith("epoch 1/8")
+    assert stdout.splitlines()[0] == f"run folder {folder}"  # the run's results, under -q too
+    assert stdout.splitlines()[1].startswith("epoch 1/8")
     state = load_model(last).checkpoint
     assert 1 <= state["epoch"] < epochs  # stopped mid-run
     assert not (tmp_path / "never.pkl").exists()  # no params file from an interrupted run

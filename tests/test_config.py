@@ -14,7 +14,8 @@ from numpycnn.config import (
     ScheduleConfig,
     load_config,
 )
-from numpycnn.engine import Sequential, reference_network
+from numpycnn.engine import Sequential, optim, reference_network
+from numpycnn.schedules import OneCycle
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -80,10 +81,13 @@ def test_the_default_recipe_is_configs_default_yaml():
     assert load_config(CONFIGS / "default.yaml") == DEFAULT_RECIPE
 
 
-def test_omitted_keys_take_neutral_defaults_not_the_tuned_recipe(tmp_path):
+def test_naming_the_default_optimizer_keeps_the_default_settings(tmp_path):
+    # {name: adam} means what no optimizer section means; another optimiser takes its own
     config = load_config(write(tmp_path, "training:\n  optimizer: {name: adam}\n"))
     assert config.training.lr_decay == 1.0
-    assert config.training.optimizer.hyperparameters["lr"] == 0.001
+    assert config.training.optimizer == DEFAULT_RECIPE.training.optimizer
+    sgd = load_config(write(tmp_path, "training:\n  optimizer: {name: momentum, lr: 0.1}\n"))
+    assert sgd.training.optimizer.hyperparameters == optim.Momentum(lr=0.1).hyperparameters()
 
 
 # ----- defaults and partial files -----
@@ -95,12 +99,12 @@ def test_an_empty_config_gives_the_defaults(tmp_path, text):
     assert config == Config()
     assert list(config.network) == reference_network().specs()
     assert config.data.data_dir == "data" and config.data.mirrors == ()
-    assert config.data.limit is None and config.data.validation == 0
+    assert config.data.limit is None and config.data.validation == 5000
     assert config.training.loss == "softmax_cross_entropy"
-    assert (config.output.params, config.output.runs_dir) == ("params.pkl", "runs")
+    assert (config.output.params, config.output.runs_dir) == (None, "runs")  # NAME.pkl
     assert config.output.name is None and config.output.save_epochs is False
     assert config.data.augment is None
-    assert config.training.schedule == ScheduleConfig("exponential", {})
+    assert config.training.schedule == ScheduleConfig("onecycle", OneCycle().settings())
 
 
 def test_a_config_gives_only_what_it_changes(tmp_path):
@@ -390,7 +394,8 @@ def test_augment_and_schedule_sections_in_yaml_and_ini_agree(tmp_path):
 
 
 def test_the_exponential_schedule_takes_lr_decay(tmp_path):
-    config = load_config(write(tmp_path, "training:\n  lr_decay: 0.5\n"))
+    text = "training:\n  lr_decay: 0.5\n  schedule: {name: exponential}\n"
+    config = load_config(write(tmp_path, text))
     schedule = config.training.make_schedule()
     assert [schedule.lr(step, 1.0, 10, 100) for step in (0, 9, 10, 25)] == [1, 1, 0.5, 0.25]
 
@@ -412,6 +417,8 @@ def test_the_exponential_schedule_takes_lr_decay(tmp_path):
          "decay is 'training.lr_decay'"),
         ("training:\n  lr_decay: 0.5\n  schedule: {name: onecycle}\n",
          "applies to the exponential schedule only"),
+        ("training:\n  lr_decay: 0.5\n", "training.lr_decay 0.5 applies to the exponential "
+         "schedule only, not to onecycle: set training.schedule to {name: exponential}"),
         ("training:\n  schedule: {name: onecycle, div_factor: 0.5}\n", "div_factor must be >= 1"),
         ("output:\n  checkpoint_dir: ck\n", "'output.checkpoint_dir' is no longer used"),
         ("output:\n  name: a/b\n", "output.name: expected a plain folder name"),
@@ -427,7 +434,9 @@ def test_configs_stored_before_run_folders_still_load():
     del stored["output"]["runs_dir"], stored["output"]["name"], stored["output"]["save_epochs"]
     del stored["data"]["augment"], stored["training"]["schedule"]
     stored["output"]["checkpoint_dir"] = "checkpoints"  # as model files of 0.1.0 hold it
-    assert Config.from_dict(stored) == Config()
+    # stored before schedules existed: it keeps the exponential schedule it trained with
+    exponential = dataclasses.replace(Config().training, schedule=ScheduleConfig("exponential"))
+    assert Config.from_dict(stored) == dataclasses.replace(Config(), training=exponential)
 
 
 def test_ini_reads_booleans_and_texts_that_look_like_numbers(tmp_path):
