@@ -175,8 +175,11 @@ def _model(stored, size):
     """The network the stored dict describes, with its parameters set. ``size`` is the
     file's: a network with more parameters than it can hold (and over ``SMALL_NETWORK``
     bytes) is refused before it is built, so a few bytes cannot ask for gigabytes."""
+    layers = stored["layers"]
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(s, dict) for s in layers):
+        raise _Problem("layers must be a list of layer specs (dicts)")
     try:
-        count = count_params(stored["layers"], stored["input_shape"])
+        count = count_params(layers, stored["input_shape"])
         if count * 4 > max(size, SMALL_NETWORK):  # float32, the smallest parameter dtype
             raise _Problem(
                 f"the network it describes has {count:,} parameters, more than the file's "
@@ -239,7 +242,13 @@ def load_model(path):
     try:
         return _parse(data)
     except _Problem as exc:
-        raise ModelFileError(f"{name}: {exc}") from None
+        raise ModelFileError(f"{name}: {_one_line(str(exc))}") from None
+
+
+def _one_line(text):
+    """``text`` with control characters (which a file's keys and strings may hold) escaped,
+    so that an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def save_model(

@@ -380,6 +380,8 @@ def prescan(data):
         if "remain" in str(exc) or "exhausted" in str(exc):
             raise UnsafePickle(f"truncated file ({exc})") from None
         raise UnsafePickle(f"not a valid pickle ({exc})") from None
+    except Exception as exc:  # say, a constructor given the wrong number of arguments
+        raise UnsafePickle(f"corrupt pickle ({type(exc).__name__}: {exc})") from None
     return count
 
 

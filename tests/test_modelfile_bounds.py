@@ -221,3 +221,24 @@ def test_legitimate_pickles_still_load(tmp_path):
                 assert np.array_equal(a, b)
             else:
                 assert a == b and type(a) is type(b)
+
+
+def test_control_characters_from_the_file_do_not_break_the_one_line_error(tmp_path):
+    path = tmp_path / "model.pkl"
+    save_model(path, reference_network(), NORMALIZATION)
+    stored = pickle.loads(path.read_bytes())
+    stored["layers"][0]["ker\nnel"] = stored["layers"][0].pop("kernel")
+    path.write_bytes(pickle.dumps(stored, 5))
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert "\n" not in str(info.value) and "ker\\nnel" in str(info.value)
+
+
+def test_layers_that_are_not_specs_are_refused(tmp_path):
+    path = tmp_path / "model.pkl"
+    save_model(path, reference_network(), NORMALIZATION)
+    stored = pickle.loads(path.read_bytes())
+    stored["layers"][3] = None
+    path.write_bytes(pickle.dumps(stored, 5))
+    with pytest.raises(ModelFileError, match="layers must be a list of layer specs"):
+        load_model(path)
