@@ -312,7 +312,8 @@ def prescan(data):
             if name == "FRAME":
                 if pos + 9 + arg > size:
                     raise UnsafePickle(
-                        f"truncated file (a frame of {arg:,} bytes runs past its end)"
+                        f"not a valid pickle (pickle data was truncated: a frame of {arg:,} "
+                        "bytes runs past its end)"
                     )
                 continue
             if name == "MARK":
@@ -377,8 +378,10 @@ def prescan(data):
     except UnsafePickle:
         raise
     except ValueError as exc:  # genops: truncated data, bad argument, unknown opcode
-        if "remain" in str(exc) or "exhausted" in str(exc):
-            raise UnsafePickle(f"truncated file ({exc})") from None
+        if "exhausted" in str(exc):  # the messages of the unpickler itself
+            raise UnsafePickle("truncated file (the pickle ends early)") from None
+        if "remain" in str(exc):
+            raise UnsafePickle("not a valid pickle (pickle data was truncated)") from None
         raise UnsafePickle(f"not a valid pickle ({exc})") from None
     except Exception as exc:  # say, a constructor given the wrong number of arguments
         raise UnsafePickle(f"corrupt pickle ({type(exc).__name__}: {exc})") from None
