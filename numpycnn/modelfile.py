@@ -24,6 +24,7 @@ import numpy as np
 from . import __version__, safepickle
 from .config import NORMALIZATIONS
 from .engine.model import MNIST_SHAPE, REFERENCE_LAYERS, Sequential, count_params
+from .words import a
 
 FORMAT = "numpycnn-model"
 VERSION = 1
@@ -116,7 +117,7 @@ def _from_legacy(obj):
 
 def _check_header(stored):
     if not isinstance(stored, dict) or "format" not in stored:
-        raise _Problem(f"not a numpycnn model file (it holds a {type(stored).__name__})")
+        raise _Problem(f"not a numpycnn model file (it holds {a(type(stored).__name__)})")
     if stored["format"] != FORMAT:
         raise _Problem(f"not a numpycnn model file (format {stored['format']!r})")
     if stored.get("version") != VERSION:
