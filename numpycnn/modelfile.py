@@ -119,10 +119,10 @@ def _check_header(stored):
     if not isinstance(stored, dict) or "format" not in stored:
         raise _Problem(f"not a numpycnn model file (it holds {a(type(stored).__name__)})")
     if stored["format"] != FORMAT:
-        raise _Problem(f"not a numpycnn model file (format {stored['format']!r})")
+        raise _Problem(f"not a numpycnn model file (format {_show(stored['format'])})")
     if stored.get("version") != VERSION:
         raise _Problem(
-            f"unsupported model file version {stored.get('version')!r} "
+            f"unsupported model file version {_show(stored.get('version'))} "
             f"(this numpycnn reads version {VERSION})"
         )
     missing = [key for key in REQUIRED if key not in stored]
@@ -130,8 +130,25 @@ def _check_header(stored):
         raise _Problem(f"missing key{'s' * (len(missing) > 1)} {', '.join(missing)}")
 
 
+def _show(value, limit=80):
+    """A short repr of a value from the file, for a message: at most ``limit`` characters,
+    and never an error (an int of 5,000 digits has no repr)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return a(type(value).__name__)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    """A number (not a bool) that a float can hold: an int of 400 digits is not."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _normalization(value):
@@ -146,7 +163,7 @@ def _normalization(value):
     ):
         raise _Problem(
             f"normalization must be {{strategy: {' | '.join(NORMALIZATIONS)}, mean: number, "
-            f"std: number > 0}}, got {value!r}"
+            f"std: number > 0}}, got {_show(value)}"
         )
     return {"strategy": value["strategy"], "mean": float(value["mean"]), "std": float(value["std"])}
 
@@ -179,6 +196,8 @@ def _model(stored, size):
     layers = stored["layers"]
     if not isinstance(layers, (list, tuple)) or not all(isinstance(s, dict) for s in layers):
         raise _Problem("layers must be a list of layer specs (dicts)")
+    if not isinstance(stored["loss"], str):
+        raise _Problem(f"loss must be a loss name, got {a(type(stored['loss']).__name__)}")
     try:
         count = count_params(layers, stored["input_shape"])
         if count * 4 > max(size, SMALL_NETWORK):  # float32, the smallest parameter dtype
@@ -200,7 +219,7 @@ def _model(stored, size):
         raise _Problem(f"params: expected {len(names)} arrays ({', '.join(names)}), got {count}")
     for name, param in zip(names, params):
         if not isinstance(param, np.ndarray) or param.dtype.kind not in "fiu":
-            raise _Problem(f"parameter {name}: expected a real NumPy array, got {param!r:.60}")
+            raise _Problem(f"parameter {name}: expected a real NumPy array, got {_show(param)}")
     try:
         model.set_params(params)
     except ValueError as exc:

@@ -242,3 +242,26 @@ def test_layers_that_are_not_specs_are_refused(tmp_path):
     path.write_bytes(pickle.dumps(stored, 5))
     with pytest.raises(ModelFileError, match="layers must be a list of layer specs"):
         load_model(path)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("cost", [10**400], "cost must be a list of numbers"),
+        ("normalization", {"strategy": "standard", "mean": 10**5000, "std": 1.0}, "got a dict"),
+        ("format", 10**5000, "not a numpycnn model file (format an int)"),
+        ("loss", ["softmax"], "loss must be a loss name, got a list"),
+        ("input_shape", [1, 28], "layer 1 (conv2d) needs an input of channels x height x"),
+    ],
+)
+def test_values_no_model_holds_are_one_line_errors(tmp_path, key, value, message):
+    """Numbers too large for a float or for a repr, and shapes or types the network cannot
+    take, were tracebacks (OverflowError, ValueError) or accepted."""
+    path = tmp_path / "model.pkl"
+    save_model(path, reference_network(), NORMALIZATION)
+    stored = pickle.loads(path.read_bytes())
+    stored[key] = value
+    path.write_bytes(pickle.dumps(stored, 5))
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert message in str(info.value) and len(str(info.value)) < 300

@@ -86,7 +86,7 @@ def infer_shapes(layers, input_shape, name=None, source=None):
     """
     name = name or (lambda i: f"layer {i + 1}")
     shape = tuple(input_shape)
-    source = source or f"the input ({describe_shape(shape)})"
+    source = source or "the input"
     result = []
     for i, layer in enumerate(layers):
         here = f"{name(i)} ({layer.kind})"
