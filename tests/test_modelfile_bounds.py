@@ -253,6 +253,7 @@ def test_layers_that_are_not_specs_are_refused(tmp_path):
         ("loss", ["softmax"], "loss must be a loss name, got a list"),
         ("input_shape", [1, 28], "layer 1 (conv2d) needs an input of channels x height x"),
     ],
+    ids=["huge-cost", "huge-mean", "huge-format", "list-loss", "2-d-input"],
 )
 def test_values_no_model_holds_are_one_line_errors(tmp_path, key, value, message):
     """Numbers too large for a float or for a repr, and shapes or types the network cannot
