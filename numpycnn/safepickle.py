@@ -13,7 +13,9 @@ before anything is built:
   must be backed by exactly as many bytes of the file as its shape and dtype need;
 - dtypes are plain numbers or strings, and their ``__setstate__`` state must be NumPy's
   own for that type (a crafted state can mark a dtype as holding objects, and crash);
-- ``bytearray`` and ``codecs.encode`` only rebuild bytes from the file's own strings.
+- ``bytearray`` and ``codecs.encode`` only rebuild bytes from the file's own strings;
+- at most ``max_containers(size)`` containers are made (an empty set takes 216 bytes of
+  memory and one byte of file).
 
 After loading, the containers are walked once: nesting deeper than ``MAX_DEPTH``, a
 container that holds itself, or shared references that would expand to far more items
@@ -220,7 +222,15 @@ class _Sym:
 
 _OTHER = _Sym("other")
 _CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}
-_MARK = object()
+#: Opcodes that make a container: an empty set is 216 bytes made from one byte of file.
+_CONTAINERS = {"EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "LIST", "DICT", "FROZENSET", "TUPLE"}
+_CONTAINERS |= {"TUPLE1", "TUPLE2", "TUPLE3"}
+
+
+def max_containers(size):
+    """How many containers a file of ``size`` bytes may make: the reference pickle makes
+    about one per 300 bytes (a tuple per cost entry), files written by train fewer."""
+    return 10_000 + size // 32
 
 
 def _reduce(func, args):
@@ -282,7 +292,8 @@ def _build(target, state):
 def prescan(data):
     """Refuse, with UnsafePickle, a pickle whose loading could run code, crash or allocate
     more than ``data`` holds. Returns the number of opcodes."""
-    size, stack, marks, memo, count = len(data), [], [], {}, 0
+    size, stack, marks, memo, count, made = len(data), [], [], {}, 0, 0
+    most = max_containers(size)
 
     def pop_mark():
         if not marks:
@@ -303,6 +314,12 @@ def prescan(data):
         for op, arg, pos in pickletools.genops(io.BytesIO(data)):
             count += 1
             name = op.name
+            if name in _CONTAINERS:
+                made += 1
+                if made > most:
+                    raise UnsafePickle(
+                        f"more than {most:,} containers for a file of {size:,} bytes"
+                    )
             if name in REFUSED_OPCODES:
                 raise UnsafePickle(
                     f"refused opcode {name}: a model file holds no {REFUSED_OPCODES[name]}"
@@ -333,10 +350,10 @@ def prescan(data):
             ):  # fmt: skip
                 stack.append(_CONSTANTS[name] if name in _CONSTANTS else arg)  # a literal
             elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
-                stack.append(_Sym("other"))
+                stack.append(_OTHER)  # containers need no identity here: only dtypes and arrays
             elif name in ("LIST", "DICT", "FROZENSET"):
                 pop_mark()
-                stack.append(_Sym("other"))
+                stack.append(_OTHER)
             elif name == "TUPLE":
                 stack.append(tuple(pop_mark()))
             elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):

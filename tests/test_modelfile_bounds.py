@@ -151,6 +151,10 @@ def crafted():
         "shared references expanding to 2**60 items": (pickle.dumps(shared, 4), "expand"),
         "a list that holds itself": (pickle.dumps(cyclic, 4), "holds itself"),
         "class instances": (proto(2) + b"(c__builtin__\nset\no.", "class instances"),
+        "200,000 empty sets from 200 KB": (
+            proto(4) + b"(" + b"\x8f" * 200_000 + b"l.",
+            "more than 16,250 containers for a file of 200,005 bytes",
+        ),
     }
 
 
