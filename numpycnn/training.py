@@ -65,9 +65,9 @@ class InProcessSteps:
         return loss, int((out.argmax(axis=1) == yb).sum())
 
 
-#: Images per forward pass of the telemetry: its working arrays stay a few tens of MB
-#: whatever the batch size (a whole batch of 20,000 took 5 GB).
-TELEMETRY_CHUNK = 256
+#: Images per forward pass of the telemetry: its working arrays stay about 30 MB whatever
+#: the batch size (a whole batch of 20,000 took 5 GB; chunks of 256, 120 MB).
+TELEMETRY_CHUNK = 64
 
 
 class BatchImages:
