@@ -138,6 +138,12 @@ def crafted():
         ),
         "object array": (pickle.dumps(np.array([1, "a"], dtype=object), 2), "refused dtype"),
         "dtype state marking plain bytes as objects": (pickle.dumps(objects_flag, 2), "V8"),
+        "float64 state with the object flags": (
+            pickle.dumps(
+                Reduces(np.dtype, ("f8", False, True), (3, "<", None, None, None, -1, -1, 63)), 2
+            ),
+            "refused state (3, '<', None, None, None, -1, -1, 63) for dtype float64",
+        ),
         "scalar of a huge dtype": (
             pickle.dumps(Reduces(scalar, (np.dtype("S999999999"), b"a")), 4),
             "needs 999,999,999 bytes",
