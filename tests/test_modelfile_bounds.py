@@ -276,3 +276,14 @@ def test_values_no_model_holds_are_one_line_errors(tmp_path, key, value, message
     with pytest.raises(ModelFileError) as info:
         load_model(path)
     assert message in str(info.value) and len(str(info.value)) < 300
+
+
+def test_a_pickle_of_more_opcodes_than_any_model_file_is_refused(monkeypatch):
+    """Scanning is linear in the opcodes (about 1 us each); the limit, lowered here, keeps a
+    huge file of tiny opcodes from taking minutes."""
+    from numpycnn import safepickle
+
+    monkeypatch.setattr(safepickle, "MAX_OPCODES", 1000)
+    with pytest.raises(safepickle.UnsafePickle, match="more than 1,000 opcodes"):
+        safepickle.loads(proto(4) + b"N0" * 600 + b"N.")
+    assert safepickle.loads(proto(4) + b"N0" * 400 + b"N.") is None
