@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from numpycnn.data import Normalization, load_mnist, resolve_data_dir, resolve_mirrors
+from numpycnn import data
+from numpycnn.data import Normalization, resolve_data_dir, resolve_mirrors
 from numpycnn.modelfile import load_model
 from numpycnn.training import evaluate
 
@@ -17,6 +18,12 @@ from .options import (
     threads_option,
     workers_option,
 )
+
+
+def load_mnist(data_dir, mirrors=None, progress=None):
+    """MNIST's test set alone: eval needs nothing else (the normalisation's statistics come
+    from the model file), so the training files are neither read nor downloaded."""
+    return data.load_mnist(data_dir, mirrors, progress, sets=("test",))
 
 
 def format_report(report):

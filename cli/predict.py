@@ -14,12 +14,28 @@ from numpycnn.parallel import predict_proba
 from .options import reports_errors, workers_option
 
 
+def _skip_reason(path):
+    """Why a directory entry is not read as an image, or None for a regular (or linked)
+    file: hidden entries, folders (not searched), broken links and special files."""
+    folder = path.is_dir()
+    if path.name.startswith("."):
+        return "a hidden folder" if folder else "a hidden file"
+    if folder:
+        return "a folder (folders in a folder are not searched)"
+    if path.is_symlink() and not path.exists():
+        return f"a broken link (to {path.readlink()})"
+    if not path.is_file():
+        return "not a regular file"
+    return None
+
+
 def _digits(images):
     """(paths, digits) of the named files and of every file in the named directories.
 
-    A named file that is not a digit image is an error; a file found in a directory is
-    skipped with a warning on stderr (a folder often holds notes or thumbnails too).
-    Directories are read in sorted order, not recursively; hidden files are ignored.
+    A named file that is not a digit image is an error; an entry of a directory that is
+    not one is skipped with a warning on stderr, one line each (a folder often holds notes
+    or thumbnails too). Directories are read in sorted order, not recursively; their
+    subfolders, hidden entries, broken links and special files are reported and skipped.
     """
     paths, digits = [], []
     for path in images:
@@ -27,9 +43,13 @@ def _digits(images):
             paths.append(path)
             digits.append(load_digit(path))
             continue
-        found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         kept = 0
-        for member in found:
+        for member in sorted(path.iterdir()):
+            reason = _skip_reason(member)
+            if reason is not None:
+                shown = f"{member}/" if member.is_dir() else str(member)
+                click.echo(f"Warning: skipped {shown}: {reason}", err=True)
+                continue
             try:
                 digits.append(load_digit(member))
             except ImageError as exc:
@@ -71,7 +91,8 @@ def predict(images, params, top_k, as_json, workers):
     """Classify digit images (PNG, JPEG or BMP; any size, colour or transparency).
 
     IMAGES are files, or directories whose images are all classified, in sorted order
-    (files in them that are not digit images are reported on stderr and skipped).
+    (entries that are not digit images, subfolders, hidden files and broken links are
+    reported on stderr, one line each, and skipped).
     Images above 40 megapixels are refused.
 
     Each image is prepared the way MNIST was made: light digit on dark, cropped to its

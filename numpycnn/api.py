@@ -12,6 +12,7 @@ and model file come out of either. Nothing here prints; progress reaches the cal
 
 import math
 import os
+import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ from .data import (
 )
 from .engine import Sequential
 from .imageprep import load_digit
-from .modelfile import load_model, save_model
+from .modelfile import ModelFileError, load_model, save_model
 from .training import EpochStats, Trainer, evaluate, prepare
 
 #: The run folder's name, and the model file's (NAME.pkl), when nothing names the run.
@@ -163,6 +164,8 @@ def train(
     Writes the run folder (``numpycnn.runs``) and, when the run finishes, the model file at
     ``output.params``, unless another process replaced that file during the run: then it is
     left alone and ``params_skipped`` says so (the run folder's last.pkl holds the model).
+    A folder of ``output.params`` that cannot be written is refused before training; if the
+    model cannot be written at the end (a full disk), the ``ModelFileError`` names last.pkl.
     Raises ``training.Diverged`` if the loss stops being finite (the run folder keeps the
     last completed epoch), ``ConfigError``, ``ModelFileError``, ``DataError``,
     ``RunFolderError`` or ``ValueError`` for bad input.
@@ -205,9 +208,7 @@ def train(
         # environment or the file); no mirrors means the public ones
         recorded = [] if mirrors == list(DEFAULT_MIRRORS) else list(mirrors)
         config = config.with_overrides(data_dir=os.fspath(data_dir), mirrors=recorded)
-        params = Path(config.output.params)
-        if not params.parent.is_dir():
-            raise ValueError(f"{params}: cannot save the model there: no folder {params.parent}")
+        _check_writable(Path(config.output.params))
 
         mnist = load_mnist(data_dir, mirrors, progress=cb.download_progress)
         run = prepare(config, mnist, checkpoint)
@@ -225,6 +226,23 @@ def train(
             )
             t.use_pool(pool)
         return _train(run, mnist, config, folder, resumed_from, cb, threads, pool)
+
+
+def _check_writable(params):
+    """Refuse at once, not after the training, a model path whose folder is absent or cannot
+    be written (read-only, full): a byte is written to a temporary file there, flushed to
+    disk and removed."""
+    if not params.parent.is_dir():
+        raise ValueError(f"{params}: cannot save the model there: no folder {params.parent}")
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=params.parent, prefix=f".{params.name}.", suffix=".write-check"
+        ) as probe:
+            probe.write(b"\0")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise ValueError(f"{params}: cannot save the model there: {exc.strerror or exc}") from None
 
 
 def _check_epochs_on_resume(config, state, epochs, path):
@@ -315,7 +333,10 @@ def _train(run, mnist, config, folder, resumed_from, cb, threads, pool):
             f"left alone; this run's model is {last}"
         )
     else:
-        result.params = save(params_path, metrics=result.metrics)
+        try:
+            result.params = save(params_path, metrics=result.metrics)
+        except ModelFileError as exc:  # say, the disk filled up during the run
+            raise ModelFileError(f"{exc}; this run's model is in {last}") from None
     return result
 
 

@@ -51,6 +51,7 @@ from .engine.model import (
     REFERENCE_LAYERS,
     Sequential,
     build_layer,
+    infer_shapes,
 )
 
 NORMALIZATIONS = ("reference", "standard", "unit")
@@ -702,16 +703,12 @@ def _network(raw, training, layer_where):
     """The canonical layer specs, checked layer by layer on the MNIST input shape."""
     if not isinstance(raw, list) or not raw:
         raise _Problem(f"network: expected a non-empty list of layer specs, got {raw!r:.60}")
-    specs, shape = [], MNIST_SHAPE
-    for i, spec in enumerate(raw):
-        where = layer_where(i)
-        layer = _layer(spec, where)
-        try:
-            layer.param_shapes(shape)
-            shape = layer.output_shape(shape)
-        except ValueError as exc:
-            raise _Problem(f"{where} ({layer.kind}): {exc}") from None
-        specs.append(layer.spec())
+    layers = [_layer(spec, layer_where(i)) for i, spec in enumerate(raw)]
+    try:
+        shapes = infer_shapes(layers, MNIST_SHAPE, layer_where, "the 1x28x28 MNIST image")
+    except ValueError as exc:
+        raise _Problem(str(exc)) from None
+    specs, shape = [layer.spec() for layer in layers], shapes[-1][2]
     if shape != (MNIST_CLASSES,):
         raise _Problem(
             f"network: the last layer gives shape {shape}, but MNIST needs {MNIST_CLASSES} "

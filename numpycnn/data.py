@@ -274,8 +274,17 @@ def _fetch_first(mirrors, name, target, **transfer):
     raise DownloadError(f"could not fetch {name} from any mirror: " + "; ".join(failures))
 
 
-def fetch_mnist(data_dir, mirrors=None, progress=None, timeout=(10, 60), retries=3, backoff=0.5):
-    """Ensure the four verified MNIST files are in <data_dir>/mnist/; their paths by name.
+def fetch_mnist(
+    data_dir,
+    mirrors=None,
+    progress=None,
+    timeout=(10, 60),
+    retries=3,
+    backoff=0.5,
+    files=tuple(MNIST_FILES),
+):
+    """Ensure the verified MNIST ``files`` (default: all four) are in <data_dir>/mnist/;
+    their paths by name.
 
     A cached file that verifies is used as is, without any network request; one that fails
     verification is fetched again. Mirrors (URL prefixes, file:// URLs or directories;
@@ -292,7 +301,10 @@ def fetch_mnist(data_dir, mirrors=None, progress=None, timeout=(10, 60), retries
         _local_dir(mirror)  # reject unsupported schemes before any transfer
     cache = Path(data_dir) / "mnist"
     cache.mkdir(parents=True, exist_ok=True)
-    paths = {name: cache / name for name in MNIST_FILES}
+    unknown = [name for name in files if name not in MNIST_FILES]
+    if unknown:
+        raise ValueError(f"not an MNIST file: {unknown[0]!r} (known: {', '.join(MNIST_FILES)})")
+    paths = {name: cache / name for name in files}
     with _session(retries, backoff) as session:
         for name, target in paths.items():
             if _is_verified(target, name):
@@ -362,12 +374,17 @@ def _parse_idx(data, path):
 
 @dataclass(frozen=True, eq=False)
 class MNIST:
-    """The MNIST training and test sets: uint8 images (N, 28, 28), int64 labels (N,)."""
+    """The MNIST training and test sets: uint8 images (N, 28, 28), int64 labels (N,). A set
+    not asked of ``load_mnist`` is None."""
 
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
+    train_images: np.ndarray | None
+    train_labels: np.ndarray | None
+    test_images: np.ndarray | None
+    test_labels: np.ndarray | None
+
+
+#: The files of each set, for ``load_mnist(sets=...)``.
+SETS = {"train": (TRAIN_IMAGES, TRAIN_LABELS), "test": (TEST_IMAGES, TEST_LABELS)}
 
 
 def _intact_payload(path, name):
@@ -381,26 +398,36 @@ def _intact_payload(path, name):
     return data if hashlib.sha256(data).hexdigest() == MNIST_FILES[name] else None
 
 
-def load_mnist(data_dir, mirrors=None, progress=None):
+def load_mnist(data_dir, mirrors=None, progress=None, sets=("train", "test")):
     """MNIST from <data_dir>/mnist/, fetched and verified first if needed (see fetch_mnist).
 
-    Each cached file is decoded once, and the same bytes are both checked and parsed; the
+    Only the files of ``sets`` ("train", "test") are read and, when missing, fetched: an
+    evaluation needs only the test set's 1.6 MB, not the 9.9 MB of training images. Each
+    cached file is decoded once, and the same bytes are both checked and parsed; the
     mirrors are used only for files that are missing or fail the check.
     """
+    unknown = [s for s in sets if s not in SETS]
+    if unknown:
+        raise ValueError(f"unknown MNIST set {unknown[0]!r} (known: {', '.join(SETS)})")
     cache = Path(data_dir) / "mnist"
-    payloads = {name: _intact_payload(cache / name, name) for name in MNIST_FILES}
-    if any(data is None for data in payloads.values()):
-        paths = fetch_mnist(data_dir, mirrors, progress)
-        payloads = {
-            name: _idx_bytes(paths[name]) if data is None else data
-            for name, data in payloads.items()
-        }
+    files = [name for s in SETS if s in sets for name in SETS[s]]
+    payloads = {name: _intact_payload(cache / name, name) for name in files}
+    missing = [name for name, data in payloads.items() if data is None]
+    if missing:
+        paths = fetch_mnist(data_dir, mirrors, progress, files=missing)
+        payloads.update({name: _idx_bytes(paths[name]) for name in missing})
     arrays = {name: _parse_idx(data, cache / name) for name, data in payloads.items()}
+
+    def array(name, labels=False):
+        if name not in arrays:
+            return None
+        return arrays[name].astype(np.int64) if labels else arrays[name]
+
     return MNIST(
-        train_images=arrays[TRAIN_IMAGES],
-        train_labels=arrays[TRAIN_LABELS].astype(np.int64),
-        test_images=arrays[TEST_IMAGES],
-        test_labels=arrays[TEST_LABELS].astype(np.int64),
+        train_images=array(TRAIN_IMAGES),
+        train_labels=array(TRAIN_LABELS, labels=True),
+        test_images=array(TEST_IMAGES),
+        test_labels=array(TEST_LABELS, labels=True),
     )
 
 

@@ -4,14 +4,13 @@ The pickle holds a dict: the format name and version, the layer specs, loss, inp
 dtype that rebuild the network, its parameters (NumPy arrays, in the model's order), the
 per-batch cost history, the input normalisation, and optionally the config, metrics and a
 training checkpoint. Loading never runs code from the file: the unpickler admits only the
-globals that NumPy arrays, dtypes and scalars need, so a malicious file is refused, not run.
+globals that NumPy arrays, dtypes and scalars need, so a malicious file is refused, not run,
+and memory stays bounded by what the file holds (see ``safepickle``).
 
 The reference's own pickle, ``[params, cost]`` as Escontrela's code wrote it, loads as the
 reference network with the normalisation of its training images.
 """
 
-import codecs
-import io
 import numbers
 import os
 import pickle
@@ -22,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, safepickle
 from .config import NORMALIZATIONS
-from .engine.model import MNIST_SHAPE, REFERENCE_LAYERS, Sequential
+from .engine.model import MNIST_SHAPE, REFERENCE_LAYERS, Sequential, count_params
+from .words import a
 
 FORMAT = "numpycnn-model"
 VERSION = 1
@@ -32,6 +32,9 @@ PROTOCOL = 5
 #: The reference's pickle: its training statistics, truncated to integers (SPEC.md).
 REFERENCE_NORMALIZATION = {"strategy": "reference", "mean": 33.0, "std": 78.0}
 LEGACY_FORMAT = "escontrela-2018"
+#: Bytes of parameters any file may describe before they must fit in the file itself (so
+#: that a wrong parameter shape is reported as such, not as a too-large network).
+SMALL_NETWORK = 64 * 2**20
 REQUIRED = (
     "format",
     "version",
@@ -74,57 +77,13 @@ class ModelFile:
     history: list = field(default_factory=list)
 
 
-def _allowed_globals():
-    """The only globals a model file may name: what NumPy 1.x and 2.x pickles of arrays,
-    dtypes and scalars reference (numpy.core became numpy._core in 2.0), and plain builtins.
-
-    The functions are taken from how the running NumPy pickles its own objects, so the
-    allowlist never imports NumPy internals by name.
-    """
-    array = np.zeros(1)
-    reconstruct = array.__reduce__()[0]
-    frombuffer = array.__reduce_ex__(5)[0]  # protocol 5 stores contiguous data as a buffer
-    scalar = np.float64(0).__reduce__()[0]
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{core}.multiarray", "scalar")] = scalar
-        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
-    for module in ("builtins", "__builtin__"):  # protocols 0-2 name builtins the Python 2 way
-        for kind in (set, frozenset, complex, bytearray):
-            allowed[(module, kind.__name__)] = kind
-    allowed[("_codecs", "encode")] = codecs.encode  # protocols 0-2 store bytes with it
-    return allowed
-
-
-_ALLOWED = _allowed_globals()
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise _Problem(
-                f"refused global '{module}.{name}': a model file may hold only NumPy arrays "
-                "and plain data"
-            ) from None
-
-
 def _unpickle(data):
-    """The object pickled in ``data``, without running anything but NumPy's constructors."""
-    if not data:
-        raise _Problem("empty file")
+    """The object pickled in ``data``, without running anything but NumPy's constructors,
+    and with memory bounded by what the file holds (``safepickle``)."""
     try:
-        return _SafeUnpickler(io.BytesIO(data)).load()
-    except _Problem:
-        raise
-    except EOFError:
-        raise _Problem("truncated file (the pickle ends early)") from None
-    except pickle.UnpicklingError as exc:
-        raise _Problem(f"not a valid pickle ({exc})") from None
-    except Exception as exc:  # any malformed stream: the file is untrusted input
-        raise _Problem(f"corrupt pickle ({type(exc).__name__}: {exc})") from None
+        return safepickle.loads(data)
+    except safepickle.UnsafePickle as exc:
+        raise _Problem(str(exc)) from None
 
 
 def _is_legacy(obj):
@@ -158,12 +117,12 @@ def _from_legacy(obj):
 
 def _check_header(stored):
     if not isinstance(stored, dict) or "format" not in stored:
-        raise _Problem(f"not a numpycnn model file (it holds a {type(stored).__name__})")
+        raise _Problem(f"not a numpycnn model file (it holds {a(type(stored).__name__)})")
     if stored["format"] != FORMAT:
-        raise _Problem(f"not a numpycnn model file (format {stored['format']!r})")
+        raise _Problem(f"not a numpycnn model file (format {_show(stored['format'])})")
     if stored.get("version") != VERSION:
         raise _Problem(
-            f"unsupported model file version {stored.get('version')!r} "
+            f"unsupported model file version {_show(stored.get('version'))} "
             f"(this numpycnn reads version {VERSION})"
         )
     missing = [key for key in REQUIRED if key not in stored]
@@ -171,8 +130,25 @@ def _check_header(stored):
         raise _Problem(f"missing key{'s' * (len(missing) > 1)} {', '.join(missing)}")
 
 
+def _show(value, limit=80):
+    """A short repr of a value from the file, for a message: at most ``limit`` characters,
+    and never an error (an int of 5,000 digits has no repr)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return a(type(value).__name__)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    """A number (not a bool) that a float can hold: an int of 400 digits is not."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _normalization(value):
@@ -187,7 +163,7 @@ def _normalization(value):
     ):
         raise _Problem(
             f"normalization must be {{strategy: {' | '.join(NORMALIZATIONS)}, mean: number, "
-            f"std: number > 0}}, got {value!r}"
+            f"std: number > 0}}, got {_show(value)}"
         )
     return {"strategy": value["strategy"], "mean": float(value["mean"]), "std": float(value["std"])}
 
@@ -213,9 +189,22 @@ def _optional_dict(key, value):
     return value
 
 
-def _model(stored):
-    """The network the stored dict describes, with its parameters set."""
+def _model(stored, size):
+    """The network the stored dict describes, with its parameters set. ``size`` is the
+    file's: a network with more parameters than it can hold (and over ``SMALL_NETWORK``
+    bytes) is refused before it is built, so a few bytes cannot ask for gigabytes."""
+    layers = stored["layers"]
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(s, dict) for s in layers):
+        raise _Problem("layers must be a list of layer specs (dicts)")
+    if not isinstance(stored["loss"], str):
+        raise _Problem(f"loss must be a loss name, got {a(type(stored['loss']).__name__)}")
     try:
+        count = count_params(layers, stored["input_shape"])
+        if count * 4 > max(size, SMALL_NETWORK):  # float32, the smallest parameter dtype
+            raise _Problem(
+                f"the network it describes has {count:,} parameters, more than the file's "
+                f"{size:,} bytes can hold"
+            )
         model = Sequential(
             stored["layers"],
             loss=stored["loss"],
@@ -230,7 +219,7 @@ def _model(stored):
         raise _Problem(f"params: expected {len(names)} arrays ({', '.join(names)}), got {count}")
     for name, param in zip(names, params):
         if not isinstance(param, np.ndarray) or param.dtype.kind not in "fiu":
-            raise _Problem(f"parameter {name}: expected a real NumPy array, got {param!r:.60}")
+            raise _Problem(f"parameter {name}: expected a real NumPy array, got {_show(param)}")
     try:
         model.set_params(params)
     except ValueError as exc:
@@ -238,10 +227,11 @@ def _model(stored):
     return model
 
 
-def _model_file(stored):
-    """A ModelFile from a stored dict (this format's or a converted legacy one)."""
+def _model_file(stored, size):
+    """A ModelFile from a stored dict (this format's or a converted legacy one) read from a
+    file of ``size`` bytes."""
     return ModelFile(
-        model=_model(stored),
+        model=_model(stored, size),
         normalization=_normalization(stored["normalization"]),
         cost=_cost(stored["cost"]),
         config=_optional_dict("config", stored["config"]),
@@ -255,9 +245,9 @@ def _model_file(stored):
 def _parse(data):
     obj = _unpickle(data)
     if _is_legacy(obj):
-        return _model_file(_from_legacy(obj))
+        return _model_file(_from_legacy(obj), len(data))
     _check_header(obj)
-    return _model_file(obj)
+    return _model_file(obj, len(data))
 
 
 def load_model(path):
@@ -272,7 +262,13 @@ def load_model(path):
     try:
         return _parse(data)
     except _Problem as exc:
-        raise ModelFileError(f"{name}: {exc}") from None
+        raise ModelFileError(f"{name}: {_one_line(str(exc))}") from None
+
+
+def _one_line(text):
+    """``text`` with control characters (which a file's keys and strings may hold) escaped,
+    so that an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def save_model(

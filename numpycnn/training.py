@@ -65,20 +65,46 @@ class InProcessSteps:
         return loss, int((out.argmax(axis=1) == yb).sum())
 
 
-def layer_telemetry(model, images):
+#: Images per forward pass of the telemetry: its working arrays stay about 30 MB whatever
+#: the batch size (a whole batch of 20,000 took 5 GB; chunks of 256, 120 MB).
+TELEMETRY_CHUNK = 64
+
+
+class BatchImages:
+    """The images of one batch, gathered (and augmented) a slice at a time, so that a large
+    batch is never held whole: ``len()`` and slicing, like the array it stands for."""
+
+    def __init__(self, steps, idx, aug=None):
+        self.steps, self.idx, self.aug = steps, idx, aug
+
+    def __len__(self):
+        return len(self.idx)
+
+    def __getitem__(self, part):
+        return self.steps.images(self.idx[part], None if self.aug is None else self.aug[part])
+
+
+def layer_telemetry(model, images, chunk_size=TELEMETRY_CHUNK):
     """Per-layer weight and gradient norms, and the dead fraction of each ReLU layer on
-    ``images`` (a forward pass at the current parameters); see ``EpochStats.layers``."""
-    model.forward(images)
+    ``images`` (an array, or ``BatchImages``; forward passes at the current parameters,
+    ``chunk_size`` images at a time); see ``EpochStats.layers``."""
+    # a unit is one position of one channel (or one dense unit): dead when no image of
+    # the batch makes it positive, i.e. when no chunk does
+    alive = {}
+    for start in range(0, len(images), chunk_size):
+        model.forward(images[start : start + chunk_size])
+        for i, layer in enumerate(model.layers):
+            if layer.kind == "relu":
+                active = layer._active.any(axis=0)
+                alive[i] = active if i not in alive else alive[i] | active
     stats = {}
     for i, layer in enumerate(model.layers):
         entry = {}
         if "weight" in layer.params:
             entry["weight_norm"] = float(np.linalg.norm(layer.params["weight"]))
             entry["grad_norm"] = float(np.linalg.norm(layer.grads["weight"]))
-        if layer.kind == "relu":
-            # a unit is one position of one channel (or one dense unit): dead when no
-            # image of the batch makes it positive
-            entry["dead_fraction"] = float(1.0 - layer._active.any(axis=0).mean())
+        if layer.kind == "relu" and i in alive:
+            entry["dead_fraction"] = float(1.0 - alive[i].mean())
         if entry:
             stats[f"{i + 1}-{layer.kind}"] = entry
     return stats
@@ -227,7 +253,7 @@ class Trainer:
         if self.val is not None and len(self.val[0]):
             val_loss, val_accuracy = score(self.model, *self.val)
         last = self.batches_per_epoch - 1
-        layers = layer_telemetry(self.model, self.local.images(*self._batch(last)))
+        layers = layer_telemetry(self.model, BatchImages(self.local, *self._batch(last)))
         stats = EpochStats(
             epoch=self.epoch + 1,
             train_loss=self._epoch_loss / self.batches_per_epoch,
@@ -321,6 +347,13 @@ def prepare(config, mnist, checkpoint=None):
     train_x, train_y, val_x, val_y = split_train(
         mnist.train_images, mnist.train_labels, data.limit, data.validation
     )
+    if t.batch_size > len(train_x):  # one short batch per epoch would be a silent surprise
+        held = f"data.limit {data.limit}" if data.limit else f"data.validation {data.validation}"
+        raise ValueError(
+            f"training.batch_size (--batch-size) {t.batch_size:,} is larger than the training "
+            f"set ({len(train_x):,} images, with {held}): lower the batch size or train on "
+            "more images"
+        )
     if checkpoint is None:
         norm = Normalization.fit(data.normalization, train_x)
         model = Sequential(config.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=t.seed)

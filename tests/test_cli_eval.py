@@ -91,7 +91,8 @@ def test_reference_pickle_scores_98_40_percent(reference_text, mnist_dir):
     assert confusion.sum(axis=1).tolist() == support
     assert np.trace(confusion) == 9840
     assert lines[26:] == ["", f"plot saved to {plot}"]
-    assert sorted(p.name for p in (data_dir / "mnist").iterdir()) == sorted(data.MNIST_FILES)
+    # the test set only: eval never needs the training images
+    assert sorted(p.name for p in (data_dir / "mnist").iterdir()) == sorted(data.SETS["test"])
 
 
 def test_plot_is_a_png_of_the_report(reference_text):
@@ -170,7 +171,8 @@ def test_progress_and_data_settings(tmp_path, monkeypatch, mnist_dir):
     result = invoke("eval", model)
 
     assert result.exit_code == 0, result.output
-    assert data.TRAIN_IMAGES in terminal.getvalue() and data.TEST_LABELS in terminal.getvalue()
+    assert data.TEST_IMAGES in terminal.getvalue() and data.TEST_LABELS in terminal.getvalue()
+    assert data.TRAIN_IMAGES not in terminal.getvalue()
     assert (own / "mnist" / data.TEST_IMAGES).is_file()
 
     terminal.seek(0)

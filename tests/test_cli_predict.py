@@ -189,9 +189,11 @@ def test_a_directory_predicts_every_image_in_sorted_order(
     assert [r["file"] for r in last_json(result)] == [str(p) for p, _ in ordered]
     assert [r["digit"] for r in last_json(result)] == [label for _, label in ordered]
     assert result.stderr.splitlines() == [
+        f"Warning: skipped {folder / '.hidden.png'}: a hidden file",
         f"Warning: skipped {folder / 'blank.png'}: no ink found (blank image: contrast 0 of 255 "
         "grey levels)",
         f"Warning: skipped {folder / 'notes.txt'}: not an image (or a format Pillow cannot read)",
+        f"Warning: skipped {folder / 'sub'}/: a folder (folders in a folder are not searched)",
     ]
 
 

@@ -13,6 +13,7 @@ allocates them and hands each layer views into its flat parameter and gradient b
 
 import numpy as np
 
+from ..words import a
 from . import kernels
 from .kernels import to_chwn, to_nchw
 
@@ -86,7 +87,8 @@ class Conv2D(Layer):
         ow = kernels.output_size(w, self.kernel, self.stride, self.padding)
         if oh < 1 or ow < 1:
             raise ValueError(
-                f"conv2d kernel {self.kernel} (padding {self.padding}) does not fit a {h}x{w} input"
+                f"conv2d kernel {self.kernel} (padding {self.padding}) does not fit "
+                f"{a(f'{h}x{w}')} input"
             )
         return (self.filters, oh, ow)
 
@@ -138,7 +140,7 @@ class _Pool2D(Layer):
         oh = kernels.output_size(h, self.size, self.stride)
         ow = kernels.output_size(w, self.size, self.stride)
         if oh < 1 or ow < 1:
-            raise ValueError(f"{self.kind} window {self.size} does not fit a {h}x{w} input")
+            raise ValueError(f"{self.kind} window {self.size} does not fit {a(f'{h}x{w}')} input")
         return (c, oh, ow)
 
     def spec(self):

@@ -50,6 +50,8 @@ REFERENCE_LAYERS = (
 )
 MNIST_SHAPE = (1, 28, 28)
 DTYPES = ("float32", "float64")
+#: Layers that take images: (channels, height, width) per sample.
+IMAGE_KINDS = ("conv2d", "maxpool2d", "avgpool2d")
 
 
 def build_layer(spec):
@@ -65,6 +67,59 @@ def build_layer(spec):
         return LAYERS[kind](**kwargs)
     except TypeError as exc:
         raise ValueError(f"layer {kind!r}: {exc}") from None
+
+
+def describe_shape(shape):
+    """A per-sample shape in words: '128 values' or '8x12x12 (channels x height x width)'."""
+    if len(shape) == 1:
+        return f"{shape[0]:,} values"
+    dims = "x".join(str(n) for n in shape)
+    return f"{dims} (channels x height x width)" if len(shape) == 3 else f"shape {dims}"
+
+
+def infer_shapes(layers, input_shape, name=None, source=None):
+    """(layer, parameter shapes, output shape) of each of ``layers`` (Layer objects) fed
+    ``input_shape``, without allocating anything.
+
+    A layer that cannot take what the one before it gives is a ValueError naming both:
+    ``name(i)`` names layer i (default 'layer 3'), ``source`` the network's input.
+    """
+    name = name or (lambda i: f"layer {i + 1}")
+    shape = tuple(input_shape)
+    source = source or "the input"
+    result = []
+    for i, layer in enumerate(layers):
+        here = f"{name(i)} ({layer.kind})"
+        feeder = source if i == 0 else f"{name(i - 1)} ({layers[i - 1].kind})"
+        if layer.kind in IMAGE_KINDS and len(shape) != 3:
+            raise ValueError(
+                f"{here} needs an input of channels x height x width, but {feeder} gives "
+                f"{describe_shape(shape)}"
+            )
+        if layer.kind == "dense" and len(shape) != 1:
+            raise ValueError(
+                f"{here} needs a flat input, but {feeder} gives {describe_shape(shape)}: "
+                "add a flatten layer before it"
+            )
+        try:
+            params = layer.param_shapes(shape)
+            out = layer.output_shape(shape)
+        except ValueError as exc:
+            raise ValueError(f"{here}: {exc}, which {feeder} gives") from None
+        result.append((layer, params, out))
+        shape = out
+    return result
+
+
+def count_params(layers, input_shape):
+    """How many parameters the network of ``layers`` (specs or Layer objects) has on
+    ``input_shape``: what building it would allocate (twice: values and gradients)."""
+    built = [build_layer(s) if isinstance(s, dict) else s for s in layers]
+    return sum(
+        math.prod(shape)
+        for _, params, _ in infer_shapes(built, input_shape)
+        for shape in params.values()
+    )
 
 
 class Sequential:
@@ -99,14 +154,11 @@ class Sequential:
         self.initialise(seed)
 
     def _allocate(self):
-        shape, entries = self.input_shape, []
-        self.shapes = []
-        for layer in self.layers:
-            for name, pshape in layer.param_shapes(shape).items():
-                entries.append((layer, name, pshape))
-            shape = layer.output_shape(shape)
+        entries, self.shapes = [], []
+        for layer, params, shape in infer_shapes(self.layers, self.input_shape):
+            entries.extend((layer, name, pshape) for name, pshape in params.items())
             self.shapes.append(shape)
-        self.output_shape = shape
+        self.output_shape = self.shapes[-1]
         # Weights first, then biases: the reference's order for its network.
         ordered = [e for e in entries if e[1] == "weight"] + [
             e for e in entries if e[1] != "weight"
