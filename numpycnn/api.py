@@ -148,7 +148,8 @@ def train(
     test-set predictions when training in one process.
 
     Raises the C library's malloc thresholds for this process, as the commands do, so that
-    each step reuses the memory of the last (``numpycnn.allocator``).
+    each step reuses the memory of the last (``numpycnn.allocator``), and computes on one
+    BLAS thread per process (``parallel.one_blas_thread``).
 
     Writes the run folder (``numpycnn.runs``) and, when the run finishes, the model file at
     ``output.params``, unless another process replaced that file during the run: then it is
@@ -206,6 +207,7 @@ def train(
             hold.enter_context(folder.locked())
         if workers is None:
             workers = parallel.default_workers(config.training.batch_size)
+        hold.enter_context(parallel.one_blas_thread())  # in this process too: see its doc
         pool = None
         if int(workers) > 1:
             t = run.trainer

@@ -28,13 +28,16 @@ import contextlib
 import math
 import multiprocessing
 import os
+import re
 import secrets
 import signal
 import sys
+import threading
 import time
 import traceback
 import weakref
 from multiprocessing import connection, resource_tracker, shared_memory
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
@@ -64,8 +67,16 @@ CHUNK = 16
 #: How often an idle worker checks that the process that started it is still there.
 PARENT_POLL_SECONDS = 1.0
 
-#: How long ``close`` waits for the workers to stop on their own before terminating them.
+#: How long ``close`` waits for the workers to stop on their own before killing them.
 STOP_SECONDS = 2.0
+
+#: Where POSIX shared memory lives on Linux; each of the pool's segments is a file there.
+SHM_DIR = Path("/dev/shm")
+
+#: The pool's segment names: ``numpycnn-PID-START-RANDOM``, PID and START (its start time,
+#: in clock ticks after boot; 0 where unknown) naming the process that owns it, so that a
+#: later process can tell a dead owner's segments, even after the pid is reused.
+SEGMENT = re.compile(r"numpycnn-(?P<pid>\d+)-(?:(?P<start>\d+)-)?[0-9a-f]{8}")
 
 _ALIGN = 64  # bytes: each array of a segment starts on a cache line
 
@@ -102,6 +113,18 @@ def shares(n, workers):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def one_blas_thread():
+    """A context in which BLAS computes on the calling thread alone.
+
+    numpycnn's matrix products are small (tens of images, at most a few hundred columns),
+    and its parallelism comes from processes (``WorkerPool``) and prediction threads, each
+    held to one BLAS thread. OpenBLAS's own threads spin while they wait for work: on a
+    machine where another job holds a core, a second BLAS thread makes training in one
+    process 5 to 25 times slower (README, "Speed"), while on an idle machine it gains
+    nothing measurable at these sizes."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 # ----- shared memory -----
 
 
@@ -124,11 +147,22 @@ def _views(shm, fields):
     }
 
 
+def _start_time(pid):
+    """When process ``pid`` started (field 22 of /proc/PID/stat, clock ticks after boot),
+    or None when there is no such process (or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # the name in (...) may hold spaces
+
+
 def _create(fields):
     """A new segment sized for ``fields``, named after this process, owned by it."""
     _, size = _layout(fields)
+    owner = f"{os.getpid()}-{_start_time(os.getpid()) or 0}"
     while True:
-        name = f"numpycnn-{os.getpid()}-{secrets.token_hex(4)}"
+        name = f"numpycnn-{owner}-{secrets.token_hex(4)}"
         try:
             return shared_memory.SharedMemory(name=name, create=True, size=size)
         except FileExistsError:  # pragma: no cover - 32 random bits collided
@@ -228,28 +262,121 @@ class _ParentGone(Exception):
     pass
 
 
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def _no_sigint():
-    """Hold SIGINT back from this thread while workers start: they inherit the blocked
-    signal and ignore it before unblocking it, so that a Ctrl-C during their start-up
-    (a spawned worker spends a while importing) cannot interrupt them with a traceback. A
-    Ctrl-C meanwhile reaches the main process as soon as the workers are started."""
+def _signals_blocked():
+    """Block SIGINT and SIGTERM in this thread while workers start: they inherit the
+    blocked signals and ignore both before unblocking them, so that a Ctrl-C or SIGTERM to
+    the process group during their start-up (a spawned worker spends a while importing)
+    cannot interrupt them. Signals sent meanwhile reach this process once it unblocks."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOPPING))
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back from Python code while the pool's own state changes (a
+    segment created and registered, helpers started, the pool closed), then deliver them
+    again to whatever handlers were there. Python runs its handlers between two bytecodes
+    of the main thread, so an interrupt could otherwise land between creating a segment
+    and recording it, or halfway through ``close``, and leave a segment nobody unlinks (the
+    resource tracker's "leaked shared_memory" warnings) or a helper nobody stops."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only: nothing to hold here
+        return
+    caught = []
+    previous = {}
+    try:
+        for signum in _STOPPING:
+            handler = signal.getsignal(signum)
+            if handler is not None and handler != signal.SIG_IGN:  # None: set outside Python
+                previous[signum] = signal.signal(signum, lambda n, frame: caught.append(n))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)  # to the handler that was there before
+
+
+def _segment_owner(name):
+    """(pid, start time or None) of the process that created segment ``name``, or None
+    when ``name`` is not one of the pool's segments."""
+    match = SEGMENT.fullmatch(name)
+    if match is None:
+        return None
+    start = match["start"]
+    return int(match["pid"]), None if start is None or start == "0" else int(start)
+
+
+def _owner_gone(pid, start):
+    """Whether the process that created a segment is gone: no process ``pid``, or one that
+    started at another time (the pid was reused). An owner whose start time is unknown
+    counts as alive while any process has its pid."""
+    now = _start_time(pid)
+    if now is not None:
+        return start is not None and now != start
+    if Path("/proc/self/stat").exists():  # /proc knows every process: this one is gone
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process
+        return False
+    return False
+
+
+def remove_stale_segments(directory=None):
+    """Unlink the shared-memory segments of worker pools whose process is gone, and return
+    what was removed: a list of ``(name, owner pid, bytes)``.
+
+    A pool's segments are unlinked by ``close``, by the interpreter's exit or, if the
+    process is killed, by Python's resource tracker; a SIGKILL to the whole process group
+    kills the tracker too, and the segments (tens of MB: the data set) would stay in
+    memory until the machine restarts. Segment names carry their owner's pid and start
+    time (see ``SEGMENT``), so a segment is removed only when no process with that pid and
+    start time exists: a live pool's segments are never touched. ``directory``: where the
+    segments are (default ``SHM_DIR``; where there is none, nothing is done).
+    """
+    directory = SHM_DIR if directory is None else Path(directory)
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:  # no /dev/shm: not Linux
+        return removed
+    for entry in entries:
+        owner = _segment_owner(entry.name)
+        if owner is None or not _owner_gone(*owner):
+            continue
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+        except OSError:  # removed meanwhile (by another command, or a resource tracker)
+            continue
+        removed.append((entry.name, owner[0], size))
+    return removed
+
+
 def _worker_main(rank, conn, setup, inherited):
-    """A worker's whole life: serve the main process's requests until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked copy of a handler must not linger
-    if hasattr(signal, "pthread_sigmask"):  # blocked since birth (see _no_sigint): now ignored
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    """A worker's whole life: serve the main process's requests until told to stop.
+
+    It ignores SIGINT and SIGTERM: stopping is the main process's decision (a Ctrl-C or
+    SIGTERM to the process group lets the main process finish its step, save and close the
+    pool; were the helpers to die at once, that step would fail instead). A worker stops
+    when told, when the main process goes away, or when killed."""
+    for signum in _STOPPING:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked since birth (_signals_blocked): now ignored
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_STOPPING))
     for c in inherited:  # fork: the main process's pipe ends, so that its death reads as EOF
         c.close()
     keep_freed_blocks()  # each step reuses its temporaries instead of faulting them in
@@ -349,9 +476,15 @@ class _Resources:
 
 
 def _shutdown(res):
-    """Stop the workers, give the model private buffers back, unlink every segment."""
+    """Stop the workers, give the model private buffers back, unlink every segment; an
+    interrupt meanwhile is delivered once all of that is done."""
     if os.getpid() != res.owner:  # a forked copy of the pool: not ours to clean up
         return
+    with _signals_held():
+        _stop(res)
+
+
+def _stop(res):
     model = res.model
     if model is not None and res.params_address is not None:
         if model.flat_params.__array_interface__["data"][0] == res.params_address:
@@ -365,10 +498,7 @@ def _shutdown(res):
     for p in res.processes.values():
         p.join(max(0.0, deadline - time.monotonic()))
     for p in res.processes.values():
-        if p.is_alive():
-            p.terminate()
-            p.join(1.0)
-        if p.is_alive():  # pragma: no cover - SIGTERM ignored somehow
+        if p.is_alive():  # stuck: it ignores SIGTERM (see _worker_main)
             p.kill()
             p.join()
     for conn in res.conns.values():
@@ -437,6 +567,8 @@ class WorkerPool:
         self._fields, self._views = {}, {}
         self._capacity = {"batch": 0, "io": 0}
         self.closed = False
+        #: what ``remove_stale_segments`` removed before this pool started (name, pid, bytes)
+        self.stale_removed = remove_stale_segments()
         try:
             self._start(x, y)
         except BaseException:
@@ -445,11 +577,12 @@ class WorkerPool:
 
     def _segment(self, key, fields):
         """Create segment ``key`` (replacing any old one) and return its views."""
-        old = self._res.segments.pop(key, None)
-        self._views.pop(key, None)
-        if old is not None:
-            _release(old, unlink=True)
-        self._res.segments[key] = shm = _create(fields)
+        with _signals_held():  # created, registered and recorded, or not at all
+            old = self._res.segments.pop(key, None)
+            self._views.pop(key, None)
+            if old is not None:
+                _release(old, unlink=True)
+            self._res.segments[key] = shm = _create(fields)
         self._fields[key] = fields
         self._views[key] = views = _views(shm, fields)
         return views
@@ -484,7 +617,7 @@ class WorkerPool:
             },
         }
         fork = self.start_method == "fork"
-        with _no_sigint():
+        with _signals_held(), _signals_blocked():
             for rank in self.helpers:
                 ours, theirs = self.context.Pipe(duplex=True)
                 self._res.conns[rank] = ours
@@ -650,7 +783,8 @@ class WorkerPool:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if n < PREDICT_IN_PROCESS_BELOW:
-            return self.model.predict_proba(x, batch_size)
+            with self._blas.limit(limits=1):
+                return self.model.predict_proba(x, batch_size)
         blocks = math.ceil(n / batch_size)
         work = [
             (r, lo * batch_size, min(n, hi * batch_size))
@@ -698,9 +832,11 @@ class WorkerPool:
 def predict_proba(model, x, workers=1, batch_size=32, threads=1):
     """``model.predict_proba(x)``, its blocks shared among ``workers`` processes started for
     this call; with one worker, or fewer than ``PREDICT_IN_PROCESS_BELOW`` images, in this
-    process on ``threads`` threads (``Sequential.predict_proba``)."""
+    process on ``threads`` threads (``Sequential.predict_proba``), each on one BLAS thread
+    (see ``one_blas_thread``)."""
     x = model._as_input(x)
     if int(workers) <= 1 or len(x) < PREDICT_IN_PROCESS_BELOW:
-        return model.predict_proba(x, batch_size, threads=threads)
+        with one_blas_thread():
+            return model.predict_proba(x, batch_size, threads=threads)
     with WorkerPool(model, x[:1], np.zeros(1, dtype=np.int64), workers=int(workers)) as pool:
         return pool.predict_proba(x, batch_size)
