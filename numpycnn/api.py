@@ -154,9 +154,9 @@ def train(
     Writes the run folder (``numpycnn.runs``) and, when the run finishes, the model file at
     ``output.params``, unless another process replaced that file during the run: then it is
     left alone and ``params_skipped`` says so (the run folder's last.pkl holds the model).
-    Raises ``training.Diverged`` if the loss stops being finite (the run folder keeps the
-    last completed epoch), ``ConfigError``, ``ModelFileError``, ``DataError``,
-    ``RunFolderError`` or ``ValueError`` for bad input.
+    Raises ``training.Diverged`` if the loss stops being finite (the run folder's last.pkl
+    holds the last completed epoch, if one completed), ``ConfigError``, ``ModelFileError``,
+    ``DataError``, ``RunFolderError`` or ``ValueError`` for bad input.
     """
     keep_freed_blocks()  # every step's temporaries are reused, not faulted in again
     cb = callbacks or Callbacks()

@@ -3,8 +3,9 @@
 ``WorkerPool(model, images, labels, workers=N)`` has N workers: the calling process is
 worker 0, and N-1 helper processes, started once, are workers 1 .. N-1. The training images
 and labels, the model's flat parameters and gradients, and one gradient slot per helper live
-in shared memory (``multiprocessing.shared_memory``): no helper copies the data set, and a
-step sends each helper one tiny tuple through its pipe and gets one back.
+in shared memory (``multiprocessing.shared_memory``, named and laid out by ``numpycnn.shm``):
+no helper copies the data set, and a step sends each helper one tiny tuple through its pipe
+and gets one back.
 
 ``pool.step(idx)`` splits the batch ``images[idx]`` into N contiguous shares; worker k
 computes the loss and gradient of its share with the engine's own layers (worker 0 into
@@ -19,31 +20,32 @@ after run; different worker counts differ only in summation order.
 
 A helper that dies makes the next call raise ``WorkerError`` naming it and how it ended;
 the pool then closes itself. ``close()`` (or leaving the ``with`` block, or the pool being
-collected, or the interpreter exiting) stops the helpers and unlinks every segment. Helpers
-ignore SIGINT, so that Ctrl-C reaches only the main process, and exit by themselves when
-the main process goes away.
+collected, or the interpreter exiting) stops the helpers and unlinks every segment; an
+interrupt meanwhile is held until that is done. Helpers ignore SIGINT and SIGTERM, so that a
+signal to the process group reaches only the main process, and exit by themselves when the
+main process goes away. Starting a pool removes the segments of killed pools
+(``shm.remove_stale_segments``).
 """
 
 import contextlib
 import math
 import multiprocessing
 import os
-import re
-import secrets
 import signal
 import sys
 import threading
 import time
 import traceback
 import weakref
-from multiprocessing import connection, resource_tracker, shared_memory
-from pathlib import Path
+from multiprocessing import connection
 
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from . import shm as _shm
 from .allocator import keep_freed_blocks
 from .engine import Sequential, losses
+from .shm import remove_stale_segments
 
 #: The smallest useful share of a batch, in images. A worker's step has a fixed cost (a
 #: Python call per layer, a pipe round trip, one more gradient slot for the calling process
@@ -69,16 +71,6 @@ PARENT_POLL_SECONDS = 1.0
 
 #: How long ``close`` waits for the workers to stop on their own before killing them.
 STOP_SECONDS = 2.0
-
-#: Where POSIX shared memory lives on Linux; each of the pool's segments is a file there.
-SHM_DIR = Path("/dev/shm")
-
-#: The pool's segment names: ``numpycnn-PID-START-RANDOM``, PID and START (its start time,
-#: in clock ticks after boot; 0 where unknown) naming the process that owns it, so that a
-#: later process can tell a dead owner's segments, even after the pid is reused.
-SEGMENT = re.compile(r"numpycnn-(?P<pid>\d+)-(?:(?P<start>\d+)-)?[0-9a-f]{8}")
-
-_ALIGN = 64  # bytes: each array of a segment starts on a cache line
 
 
 class WorkerError(RuntimeError):
@@ -125,82 +117,10 @@ def one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-# ----- shared memory -----
+# ----- shared memory (numpycnn.shm) -----
 
-
-def _layout(fields):
-    """Byte offsets of ``fields`` [(key, shape, dtype)], each aligned; (offsets, total)."""
-    offsets, total = [], 0
-    for _, shape, dtype in fields:
-        offsets.append(total)
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-        total += -(-nbytes // _ALIGN) * _ALIGN
-    return offsets, max(total, _ALIGN)
-
-
-def _views(shm, fields):
-    """The arrays ``fields`` describes, as views of segment ``shm``."""
-    offsets, _ = _layout(fields)
-    return {
-        key: np.ndarray(shape, dtype=dtype, buffer=shm.buf, offset=off)
-        for (key, shape, dtype), off in zip(fields, offsets)
-    }
-
-
-def _start_time(pid):
-    """When process ``pid`` started (field 22 of /proc/PID/stat, clock ticks after boot),
-    or None when there is no such process (or no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # the name in (...) may hold spaces
-
-
-def _create(fields):
-    """A new segment sized for ``fields``, named after this process, owned by it."""
-    _, size = _layout(fields)
-    owner = f"{os.getpid()}-{_start_time(os.getpid()) or 0}"
-    while True:
-        name = f"numpycnn-{owner}-{secrets.token_hex(4)}"
-        try:
-            return shared_memory.SharedMemory(name=name, create=True, size=size)
-        except FileExistsError:  # pragma: no cover - 32 random bits collided
-            continue
-
-
-def _attach(name):
-    """Open an existing segment without registering it with the resource tracker.
-
-    Python < 3.13 registers every attached segment, as if the attaching process owned it;
-    the tracker then unlinks or warns about segments their owner still uses. Only the
-    owner (the main process) registers and unlinks: workers just map.
-    """
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, track=False)
-    register = resource_tracker.register
-    resource_tracker.register = lambda *args, **kwargs: None  # this worker process only
-    try:
-        return shared_memory.SharedMemory(name=name)
-    finally:
-        resource_tracker.register = register
-
-
-def _release(shm, unlink):
-    """Unmap ``shm`` (unless arrays still use it: then when they go) and, as its owner,
-    unlink it and take it off the resource tracker's list."""
-    try:
-        shm.close()
-    except BufferError:  # views still alive: the mapping goes when they do
-        pass
-    if unlink:
-        try:
-            shm.unlink()
-        except FileNotFoundError:  # someone removed it: still forget it in the tracker
-            try:
-                resource_tracker.unregister(shm._name, "shared_memory")
-            except Exception:  # pragma: no cover
-                pass
+_layout, _views, _create = _shm.layout, _shm.views, _shm.create
+_attach, _release = _shm.attach, _shm.release
 
 
 # ----- a share of a step, in any worker -----
@@ -305,65 +225,6 @@ def _signals_held():
             signal.signal(signum, handler)
         for signum in dict.fromkeys(caught):
             signal.raise_signal(signum)  # to the handler that was there before
-
-
-def _segment_owner(name):
-    """(pid, start time or None) of the process that created segment ``name``, or None
-    when ``name`` is not one of the pool's segments."""
-    match = SEGMENT.fullmatch(name)
-    if match is None:
-        return None
-    start = match["start"]
-    return int(match["pid"]), None if start is None or start == "0" else int(start)
-
-
-def _owner_gone(pid, start):
-    """Whether the process that created a segment is gone: no process ``pid``, or one that
-    started at another time (the pid was reused). An owner whose start time is unknown
-    counts as alive while any process has its pid."""
-    now = _start_time(pid)
-    if now is not None:
-        return start is not None and now != start
-    if Path("/proc/self/stat").exists():  # /proc knows every process: this one is gone
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # someone else's process
-        return False
-    return False
-
-
-def remove_stale_segments(directory=None):
-    """Unlink the shared-memory segments of worker pools whose process is gone, and return
-    what was removed: a list of ``(name, owner pid, bytes)``.
-
-    A pool's segments are unlinked by ``close``, by the interpreter's exit or, if the
-    process is killed, by Python's resource tracker; a SIGKILL to the whole process group
-    kills the tracker too, and the segments (tens of MB: the data set) would stay in
-    memory until the machine restarts. Segment names carry their owner's pid and start
-    time (see ``SEGMENT``), so a segment is removed only when no process with that pid and
-    start time exists: a live pool's segments are never touched. ``directory``: where the
-    segments are (default ``SHM_DIR``; where there is none, nothing is done).
-    """
-    directory = SHM_DIR if directory is None else Path(directory)
-    removed = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:  # no /dev/shm: not Linux
-        return removed
-    for entry in entries:
-        owner = _segment_owner(entry.name)
-        if owner is None or not _owner_gone(*owner):
-            continue
-        try:
-            size = entry.stat(follow_symlinks=False).st_size
-            os.unlink(entry.path)
-        except OSError:  # removed meanwhile (by another command, or a resource tracker)
-            continue
-        removed.append((entry.name, owner[0], size))
-    return removed
 
 
 def _worker_main(rank, conn, setup, inherited):
