@@ -238,10 +238,12 @@ def train(
         if not result.finished:  # stopped between batches, last.pkl saved: say so, and
             interrupts.ignore_further()  # let no later signal interrupt the saying
     except Diverged as exc:
+        interrupts.ignore_further()  # the run has ended: let nothing cut its report short
         raise click.ClickException(f"training diverged: {exc}; {diverged_note(folder)}") from None
     except RunFolderError as exc:
         raise click.ClickException(str(exc)) from None
     except WorkerError as exc:
+        interrupts.ignore_further()
         raise click.ClickException(f"{exc}: training stopped; {checkpoint_note(folder)}") from None
     except KeyboardInterrupt as exc:  # interrupts.Interrupted, or a Ctrl-C raised elsewhere
         if bar is not None:
