@@ -108,12 +108,14 @@ def shares(n, workers):
 def one_blas_thread():
     """A context in which BLAS computes on the calling thread alone.
 
-    numpycnn's matrix products are small (tens of images, at most a few hundred columns),
-    and its parallelism comes from processes (``WorkerPool``) and prediction threads, each
-    held to one BLAS thread. OpenBLAS's own threads spin while they wait for work: on a
-    machine where another job holds a core, a second BLAS thread makes training in one
-    process 5 to 25 times slower (README, "Speed"), while on an idle machine it gains
-    nothing measurable at these sizes."""
+    numpycnn's parallelism comes from processes (``WorkerPool``) and prediction threads,
+    each held to one BLAS thread; training in one process (``--workers 1``) and predicting
+    there are held to one too. OpenBLAS splits each product between its threads and waits
+    for all of them: when another job holds a core, every product waits for a thread that
+    is not running, and a second BLAS thread made training in one process 3 to 5 times
+    slower (median), 25 times at worst, than one (README, "Speed"). On a quiet machine two
+    BLAS threads are about 1.35x faster there; the worker pool uses the cores without that
+    risk."""
     return threadpool_limits(limits=1, user_api="blas")
 
 
