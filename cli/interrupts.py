@@ -47,7 +47,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def verb(signum):
-    """ "interrupted" for SIGINT, "terminated" for SIGTERM."""
+    """The word for what ``signum`` did: interrupted (SIGINT) or terminated (SIGTERM)."""
     return "terminated" if signum == signal.SIGTERM else "interrupted"
 
 
@@ -66,9 +66,8 @@ def _handler(signum, frame):
 
 def install():
     """Route SIGINT and SIGTERM (unless ignored) to this module, holding them until
-    ``command`` starts.
-    Returns the previous handlers (for ``restore``), or None outside the main thread, where
-    Python cannot install handlers (and where signals never raise anyway)."""
+    ``command`` starts. Returns the previous handlers (for ``restore``), or None outside the
+    main thread, where Python cannot install handlers (and signals never raise anyway)."""
     global _mode
     if threading.current_thread() is not threading.main_thread():
         return None
