@@ -412,3 +412,23 @@ def test_a_json_summary_is_not_mixed_with_the_interrupt_line(commands, tmp_path)
     assert assert_clean_end(process, stderr, 130, tmp_path).startswith("interrupted: checkpoint")
     with pytest.raises(json.JSONDecodeError):
         json.loads(stdout or "x")
+
+
+def test_inspect_writing_figures_interrupted(commands, tmp_path, model_file):
+    """inspect --save is a command like the others (its server's normal end is Ctrl-C: it
+    says "stopped" and exits 0, tested with the server)."""
+    pytest.importorskip("matplotlib")
+    hooks = """
+        import numpycnn.cli.inspect_figures as figures
+        save = figures.save_figures
+        def hooked(*args, **kwargs):
+            for path in save(*args, **kwargs):
+                send(SIG)  # after the first figure
+                yield path
+        figures.save_figures = hooked
+        """
+    process = commands.start(
+        "inspect", model_file, "--save", tmp_path / "figures", hooks=hooks, data=False
+    )
+    stdout, stderr = commands.finish(process)
+    assert assert_clean_end(process, stderr, 130, tmp_path) == "interrupted (SIGINT)"
