@@ -306,6 +306,27 @@ def test_two_ctrl_c_from_outside_30_ms_apart(commands, tmp_path):
     )
 
 
+def test_sigterm_to_the_whole_process_group_saves_and_stops(commands, tmp_path):
+    """As `kill -TERM -PGID`, a scheduler or a terminal's hang-up would: the helpers ignore
+    it, so the command finishes its batch with them, saves and closes the pool."""
+    process = commands.start("train", "-c", train_config(tmp_path, epochs=200), "--quiet")
+    last = tmp_path / "runs" / "tiny" / "last.pkl"
+    deadline = time.monotonic() + 60
+    while not last.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert len(group_alive(process.pid)) >= 2  # the command, its helper (and its tracker)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = commands.finish(process)
+
+    line = assert_clean_end(process, stderr, 143, tmp_path)
+    folder = last.parent
+    assert line == (
+        f"terminated: checkpoint saved to {last}; continue with numpycnn train --resume {folder}"
+    )
+
+
 # ----- eval and predict -----
 
 
@@ -349,17 +370,25 @@ def test_a_helper_killed_during_eval_or_predict_is_one_line(
     assert re.fullmatch(r"Error: worker 1 \(pid \d+\) was killed by signal 9 \(SIGKILL\)", line)
 
 
+@pytest.mark.parametrize("to", ["process", "group"])
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("command", ["eval", "predict"])
-def test_eval_and_predict_interrupted_mid_prediction(commands, tmp_path, model_file, command, sig):
+def test_eval_and_predict_interrupted_mid_prediction(
+    commands, tmp_path, model_file, command, sig, to, monkeypatch
+):
     hooks = """
         import numpycnn.parallel
         predict = numpycnn.parallel.WorkerPool.predict_proba
         def hooked(self, *args):
-            send(SIG)  # the workers are started and their segments exist
+            # the workers are started and their segments exist
+            if os.environ["TEST_TO"] == "group":  # as a terminal's Ctrl-C does
+                os.killpg(os.getpgid(0), SIG)
+            else:
+                send(SIG)
             return predict(self, *args)
         numpycnn.parallel.WorkerPool.predict_proba = hooked
         """
+    monkeypatch.setenv("TEST_TO", to)  # read by the command's process, which inherits it
     args, data = eval_or_predict(command, model_file)
     process = commands.start(*args, hooks=hooks, sig=sig, data=data)
     _, stderr = commands.finish(process)
