@@ -112,10 +112,10 @@ def one_blas_thread():
     each held to one BLAS thread; training in one process (``--workers 1``) and predicting
     there are held to one too. OpenBLAS splits each product between its threads and waits
     for all of them: when another job holds a core, every product waits for a thread that
-    is not running, and a second BLAS thread made training in one process 3 to 5 times
-    slower (median), 25 times at worst, than one (README, "Speed"). On a quiet machine two
-    BLAS threads are about 1.35x faster there; the worker pool uses the cores without that
-    risk."""
+    is not running: a second BLAS thread made training in one process 3 to 5 times slower
+    than one (medians), up to 24 times within one round (README, "Speed"). On a quiet
+    machine two BLAS threads are about 1.35x faster there; the worker pool uses the cores
+    without that risk."""
     return threadpool_limits(limits=1, user_api="blas")
 
 
