@@ -14,6 +14,7 @@ from .options import (
     data_options,
     download_progress,
     quiet_option,
+    remove_stale_segments,
     reports_errors,
     threads_option,
     workers_option,
@@ -71,6 +72,7 @@ def evaluate_command(params, data_dir, mirrors, threads, workers, quiet, as_json
         from .plots import require_matplotlib
 
         require_matplotlib()
+    remove_stale_segments()
     saved = load_model(params)
     cfg_data = (saved.config or {}).get("data", {})
     mnist = load_mnist(

@@ -1,10 +1,21 @@
 """The ``numpycnn`` command group; each subcommand lives in a module of its own."""
 
 import importlib
+import os
+import sys
 
-import click
+from . import interrupts
 
-from numpycnn import __version__
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "numpycnn":
+    # This process is the command (python -m numpycnn.cli.main, or the console script):
+    # catch Ctrl-C and SIGTERM from here on, before click and the command's imports.
+    _SIGNALS_FROM_IMPORT = interrupts.install()
+else:  # imported by a program of its own (a test): main() installs them per command
+    _SIGNALS_FROM_IMPORT = None
+
+import click  # noqa: E402
+
+from numpycnn import __version__  # noqa: E402
 
 # name -> "module:attribute" of each subcommand, one module per command. They are imported
 # only when used, so that `numpycnn --help` stays fast and one command's imports (Pillow,
@@ -22,7 +33,26 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
-    """A click group that imports a subcommand's module the first time it is needed."""
+    """A click group that imports a subcommand's module the first time it is needed, and
+    gives every command the same Ctrl-C and SIGTERM handling (``interrupts``)."""
+
+    def main(self, args=None, *rest, **kwargs):
+        global _SIGNALS_FROM_IMPORT
+        in_process = args is not None  # a caller's own process (CliRunner), not ours
+        previous = _SIGNALS_FROM_IMPORT if not in_process else None
+        _SIGNALS_FROM_IMPORT = None
+        if previous is None:
+            previous = interrupts.install()
+        try:
+            return super().main(args, *rest, **kwargs)
+        finally:
+            if in_process:  # give the calling program its handlers back
+                interrupts.restore(previous)
+            # else: signals stay ignored while the interpreter exits
+
+    def invoke(self, ctx):
+        with interrupts.command():
+            return super().invoke(ctx)
 
     def list_commands(self, ctx):
         return sorted(COMMANDS)

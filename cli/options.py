@@ -115,13 +115,37 @@ def download_progress(quiet):
 
 
 def reports_errors(command):
-    """Turn USER_ERRORS raised by a command into ``Error: <message>`` and exit code 1."""
+    """Turn USER_ERRORS raised by a command, and a worker process that died or failed
+    (``parallel.WorkerError``: the pool has closed itself), into ``Error: <message>`` and
+    exit code 1."""
+    from numpycnn.parallel import WorkerError
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except (*USER_ERRORS, WorkerError) as exc:
             raise click.ClickException(" ".join(str(exc).split())) from exc
 
     return wrapper
+
+
+def remove_stale_segments():
+    """Remove the shared memory that killed numpycnn processes left behind, saying so in one
+    line on stderr (``parallel.remove_stale_segments``). Called by the commands that start
+    worker pools, before they start one."""
+    from numpycnn.parallel import remove_stale_segments as remove
+
+    removed = remove()
+    if removed:
+        pids = sorted({pid for _, pid, _ in removed})
+        megabytes = sum(size for _, _, size in removed) / 1e6
+        owners = (
+            f"process {pids[0]}" if len(pids) == 1 else "processes " + ", ".join(map(str, pids))
+        )
+        click.echo(
+            f"removed {len(removed)} shared-memory segment{'s' * (len(removed) > 1)} "
+            f"({megabytes:,.1f} MB) left by numpycnn {owners}, no longer running",
+            err=True,
+        )
+    return removed

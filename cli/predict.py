@@ -11,7 +11,7 @@ from numpycnn.imageprep import ImageError, load_digit
 from numpycnn.modelfile import load_model
 from numpycnn.parallel import predict_proba
 
-from .options import reports_errors, workers_option
+from .options import remove_stale_segments, reports_errors, workers_option
 
 
 def _skip_reason(path):
@@ -104,6 +104,7 @@ def predict(images, params, top_k, as_json, workers):
       numpycnn predict --params params.pkl seven.png photo-of-a-three.jpg
       numpycnn predict --params params.pkl my-digits/
     """
+    remove_stale_segments()
     saved = load_model(params)
     norm = Normalization.from_dict(saved.normalization)
     images, digits = _digits(images)

@@ -3,56 +3,62 @@
 import json
 import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from numpycnn import api
+from numpycnn import api, runs
+from numpycnn.modelfile import ModelFileError, load_model
 from numpycnn.parallel import WorkerError
 from numpycnn.runs import RunFolderError
 from numpycnn.training import Diverged
 
+from . import interrupts
 from .options import (
     config_option,
     data_options,
     download_progress,
     progress_factory,
     quiet_option,
+    remove_stale_segments,
     reports_errors,
     threads_option,
 )
 
-INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (128 + SIGINT)
 
-
-class Terminated(Exception):
-    """SIGTERM arrived: training stops where it is, its workers and shared memory go."""
-
-
-@contextmanager
-def stop_requests():
-    """While active, the first Ctrl-C only sets a flag (checked between batches); a second
-    one interrupts at once. SIGTERM raises Terminated, so that the worker pool and the run
-    folder's lock are released on the way out."""
-    requested = []
-
-    def on_interrupt(signum, frame):
-        if requested:
-            raise KeyboardInterrupt
-        requested.append(signum)
-
-    def on_terminate(signum, frame):
-        raise Terminated(f"{signal.Signals(signum).name} arrived")
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    previous_term = signal.signal(signal.SIGTERM, on_terminate)
+def checkpoint_note(folder):
+    """What the run folder holds to continue from, for the line that ends a stopped run:
+    "continue from its last checkpoint (...) with numpycnn train --resume RUN", or that
+    there is nothing to resume. Read from the folder itself, so it is true whatever the
+    moment the run stopped at (the checkpoint files are replaced atomically)."""
+    if folder is None:
+        return "nothing to resume: training had not begun"
+    last = Path(folder) / runs.LAST
     try:
-        yield lambda: bool(requested)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+        state = load_model(last).checkpoint or {}
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+    except (ModelFileError, KeyError, TypeError, ValueError):
+        return f"nothing to resume: {folder} holds no checkpoint yet"
+    where = f"after epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
+    return f"continue from {last} ({where}) with numpycnn train --resume {folder}"
+
+
+def stopped_line(signum, folder):
+    """The line of a run stopped cleanly by a first Ctrl-C or SIGTERM, last.pkl saved."""
+    return (
+        f"{interrupts.verb(signum)}: checkpoint saved to {Path(folder) / runs.LAST}; "
+        f"continue with numpycnn train --resume {folder}"
+    )
+
+
+def diverged_note(folder):
+    """Where a diverged run's last good state is (resuming it would diverge again, the
+    same way: a lower rate needs a new run)."""
+    last = None if folder is None else Path(folder) / runs.LAST
+    if last is None or not last.exists():
+        return "no epoch completed, so the run folder holds no checkpoint"
+    return f"{last} keeps the last completed epoch"
 
 
 def _percent(value):
@@ -145,8 +151,9 @@ def train(
     after the run's name: default.pkl, best.pkl), and the last line says so.
 
     Downloads MNIST if needed and trains with a progress bar on stderr, printing one line
-    per epoch. Ctrl-C stops between batches, saves last.pkl and exits with status 130;
-    --resume RUN continues it with the same result as an uninterrupted run.
+    per epoch. Ctrl-C (or SIGTERM) stops between batches, saves last.pkl and exits with
+    status 130 (143); a second one stops at once. --resume RUN continues it with the same
+    result as an uninterrupted run.
 
     \b
     Examples:
@@ -161,6 +168,7 @@ def train(
             "--resume continues a run with its own settings: only --epochs, --out, "
             "--data-dir, --mirror, --threads, --quiet and --json may be given with it"
         )
+    remove_stale_segments()
     bar = folder = None
     replacing = False  # whether the model file existed before this run
     talk = not quiet and not as_json
@@ -188,6 +196,10 @@ def train(
             desc="train",
             unit="batch",
         )
+        # From here to the end of the last epoch, a first Ctrl-C or SIGTERM asks the loop
+        # to stop between batches and save last.pkl; a second one stops at once.
+        if not t.finished:
+            interrupts.begin_requests()
 
     def on_batch(t, loss, accuracy):
         bar.update(1)
@@ -197,62 +209,65 @@ def train(
     def on_epoch(t, stats, folder):
         if not as_json:
             tqdm.write(epoch_line(stats, t.epochs), file=sys.stdout)
+        if t.finished:  # no batch is left to stop before: a request is answered here,
+            signum = interrupts.end_requests()  # with the checkpoint of the last epoch
+            if signum is not None:
+                raise interrupts.Interrupted(signum, stopped_line(signum, folder.path))
 
     try:
-        with stop_requests() as should_stop:
-            result = api.train(
-                config_path,
-                resume=resume,
-                callbacks=api.Callbacks(
-                    on_start=on_start,
-                    on_batch=on_batch,
-                    on_epoch=on_epoch,
-                    should_stop=should_stop,
-                    download_progress=download_progress(quiet),
-                ),
-                threads=threads,
-                workers=workers,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed,
-                limit=limit,
-                out=out,
-                data_dir=data_dir,
-                mirrors=mirrors,
-                name=name,
-                runs_dir=runs_dir,
-            )
+        result = api.train(
+            config_path,
+            resume=resume,
+            callbacks=api.Callbacks(
+                on_start=on_start,
+                on_batch=on_batch,
+                on_epoch=on_epoch,
+                should_stop=lambda: interrupts.requested() is not None,
+                download_progress=download_progress(quiet),
+            ),
+            threads=threads,
+            workers=workers,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            limit=limit,
+            out=out,
+            data_dir=data_dir,
+            mirrors=mirrors,
+            name=name,
+            runs_dir=runs_dir,
+        )
+        signum = interrupts.end_requests()
+        if not result.finished:  # stopped between batches, last.pkl saved: say so, and
+            interrupts.ignore_further()  # let no later signal interrupt the saying
     except Diverged as exc:
-        raise click.ClickException(
-            f"training diverged: {exc}; the run folder keeps the last completed epoch"
-        ) from None
+        interrupts.ignore_further()  # the run has ended: let nothing cut its report short
+        raise click.ClickException(f"training diverged: {exc}; {diverged_note(folder)}") from None
     except RunFolderError as exc:
         raise click.ClickException(str(exc)) from None
-    except (WorkerError, Terminated) as exc:
-        raise click.ClickException(
-            f"{exc}: training stopped; the run folder keeps the last completed epoch"
-        ) from None
-    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, mid-batch, saving nothing
-        where = f" numpycnn train --resume {folder}" if folder else ""
+    except WorkerError as exc:
+        interrupts.ignore_further()
+        raise click.ClickException(f"{exc}: training stopped; {checkpoint_note(folder)}") from None
+    except KeyboardInterrupt as exc:  # interrupts.Interrupted, or a Ctrl-C raised elsewhere
         if bar is not None:
             bar.close()
-        click.echo(
-            "interrupted again: stopped at once without a new checkpoint"
-            + (f"; continue from the last one with{where}" if where else ""),
-            err=True,
-        )
-        sys.exit(INTERRUPTED)
+        if getattr(exc, "message_given", False):
+            raise
+        interrupts.ignore_further()
+        signum = getattr(exc, "signum", signal.SIGINT)
+        how = interrupts.verb(signum) + " again" * getattr(exc, "repeated", False)
+        if folder is None:
+            message = f"{how} before training began: nothing to resume"
+        else:
+            message = f"{how}: stopped at once; {checkpoint_note(folder)}"
+        raise interrupts.Interrupted(signum, message) from None
     finally:
         if bar is not None:
             bar.close()
     if not result.finished:
-        click.echo(
-            f"interrupted: checkpoint saved to {result.checkpoint}; continue with "
-            f"numpycnn train --resume {result.folder.path}",
-            err=True,
-        )
-        sys.exit(INTERRUPTED)
+        click.echo(stopped_line(signum, result.folder.path), err=True)
+        sys.exit(128 + signum)
     if result.params_skipped:
         click.echo(f"warning: {result.params_skipped}", err=True)
     metrics = result.metrics

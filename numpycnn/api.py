@@ -159,16 +159,17 @@ def train(
     test-set predictions when training in one process.
 
     Raises the C library's malloc thresholds for this process, as the commands do, so that
-    each step reuses the memory of the last (``numpycnn.allocator``).
+    each step reuses the memory of the last (``numpycnn.allocator``), and computes on one
+    BLAS thread per process (``parallel.one_blas_thread``).
 
     Writes the run folder (``numpycnn.runs``) and, when the run finishes, the model file at
     ``output.params``, unless another process replaced that file during the run: then it is
     left alone and ``params_skipped`` says so (the run folder's last.pkl holds the model).
     A folder of ``output.params`` that cannot be written is refused before training; if the
     model cannot be written at the end (a full disk), the ``ModelFileError`` names last.pkl.
-    Raises ``training.Diverged`` if the loss stops being finite (the run folder keeps the
-    last completed epoch), ``ConfigError``, ``ModelFileError``, ``DataError``,
-    ``RunFolderError`` or ``ValueError`` for bad input.
+    Raises ``training.Diverged`` if the loss stops being finite (the run folder's last.pkl
+    holds the last completed epoch, if one completed), ``ConfigError``, ``ModelFileError``,
+    ``DataError``, ``RunFolderError`` or ``ValueError`` for bad input.
     """
     keep_freed_blocks()  # every step's temporaries are reused, not faulted in again
     cb = callbacks or Callbacks()
@@ -218,6 +219,7 @@ def train(
             hold.enter_context(folder.locked())
         if workers is None:
             workers = parallel.default_workers(config.training.batch_size)
+        hold.enter_context(parallel.one_blas_thread())  # in this process too: see its doc
         pool = None
         if int(workers) > 1:
             t = run.trainer

@@ -3,8 +3,9 @@
 ``WorkerPool(model, images, labels, workers=N)`` has N workers: the calling process is
 worker 0, and N-1 helper processes, started once, are workers 1 .. N-1. The training images
 and labels, the model's flat parameters and gradients, and one gradient slot per helper live
-in shared memory (``multiprocessing.shared_memory``): no helper copies the data set, and a
-step sends each helper one tiny tuple through its pipe and gets one back.
+in shared memory (``multiprocessing.shared_memory``, named and laid out by ``numpycnn.shm``):
+no helper copies the data set, and a step sends each helper one tiny tuple through its pipe
+and gets one back.
 
 ``pool.step(idx)`` splits the batch ``images[idx]`` into N contiguous shares; worker k
 computes the loss and gradient of its share with the engine's own layers (worker 0 into
@@ -19,28 +20,32 @@ after run; different worker counts differ only in summation order.
 
 A helper that dies makes the next call raise ``WorkerError`` naming it and how it ended;
 the pool then closes itself. ``close()`` (or leaving the ``with`` block, or the pool being
-collected, or the interpreter exiting) stops the helpers and unlinks every segment. Helpers
-ignore SIGINT, so that Ctrl-C reaches only the main process, and exit by themselves when
-the main process goes away.
+collected, or the interpreter exiting) stops the helpers and unlinks every segment; an
+interrupt meanwhile is held until that is done. Helpers ignore SIGINT and SIGTERM, so that a
+signal to the process group reaches only the main process, and exit by themselves when the
+main process goes away. Starting a pool removes the segments of killed pools
+(``shm.remove_stale_segments``).
 """
 
 import contextlib
 import math
 import multiprocessing
 import os
-import secrets
 import signal
 import sys
+import threading
 import time
 import traceback
 import weakref
-from multiprocessing import connection, resource_tracker, shared_memory
+from multiprocessing import connection
 
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from . import shm as _shm
 from .allocator import keep_freed_blocks
 from .engine import Sequential, losses
+from .shm import remove_stale_segments
 
 #: The smallest useful share of a batch, in images. A worker's step has a fixed cost (a
 #: Python call per layer, a pipe round trip, one more gradient slot for the calling process
@@ -64,10 +69,8 @@ CHUNK = 16
 #: How often an idle worker checks that the process that started it is still there.
 PARENT_POLL_SECONDS = 1.0
 
-#: How long ``close`` waits for the workers to stop on their own before terminating them.
+#: How long ``close`` waits for the workers to stop on their own before killing them.
 STOP_SECONDS = 2.0
-
-_ALIGN = 64  # bytes: each array of a segment starts on a cache line
 
 
 class WorkerError(RuntimeError):
@@ -102,71 +105,24 @@ def shares(n, workers):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-# ----- shared memory -----
+def one_blas_thread():
+    """A context in which BLAS computes on the calling thread alone.
+
+    numpycnn's parallelism comes from processes (``WorkerPool``) and prediction threads,
+    each held to one BLAS thread; training in one process (``--workers 1``) and predicting
+    there are held to one too. OpenBLAS splits each product between its threads and waits
+    for all of them: when another job holds a core, every product waits for a thread that
+    is not running: a second BLAS thread made training in one process 3 to 5 times slower
+    than one (medians), up to 24 times within one round (README, "Speed"). On a quiet
+    machine two BLAS threads are about 1.35x faster there; the worker pool uses the cores
+    without that risk."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
-def _layout(fields):
-    """Byte offsets of ``fields`` [(key, shape, dtype)], each aligned; (offsets, total)."""
-    offsets, total = [], 0
-    for _, shape, dtype in fields:
-        offsets.append(total)
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-        total += -(-nbytes // _ALIGN) * _ALIGN
-    return offsets, max(total, _ALIGN)
+# ----- shared memory (numpycnn.shm) -----
 
-
-def _views(shm, fields):
-    """The arrays ``fields`` describes, as views of segment ``shm``."""
-    offsets, _ = _layout(fields)
-    return {
-        key: np.ndarray(shape, dtype=dtype, buffer=shm.buf, offset=off)
-        for (key, shape, dtype), off in zip(fields, offsets)
-    }
-
-
-def _create(fields):
-    """A new segment sized for ``fields``, named after this process, owned by it."""
-    _, size = _layout(fields)
-    while True:
-        name = f"numpycnn-{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            return shared_memory.SharedMemory(name=name, create=True, size=size)
-        except FileExistsError:  # pragma: no cover - 32 random bits collided
-            continue
-
-
-def _attach(name):
-    """Open an existing segment without registering it with the resource tracker.
-
-    Python < 3.13 registers every attached segment, as if the attaching process owned it;
-    the tracker then unlinks or warns about segments their owner still uses. Only the
-    owner (the main process) registers and unlinks: workers just map.
-    """
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, track=False)
-    register = resource_tracker.register
-    resource_tracker.register = lambda *args, **kwargs: None  # this worker process only
-    try:
-        return shared_memory.SharedMemory(name=name)
-    finally:
-        resource_tracker.register = register
-
-
-def _release(shm, unlink):
-    """Unmap ``shm`` (unless arrays still use it: then when they go) and, as its owner,
-    unlink it and take it off the resource tracker's list."""
-    try:
-        shm.close()
-    except BufferError:  # views still alive: the mapping goes when they do
-        pass
-    if unlink:
-        try:
-            shm.unlink()
-        except FileNotFoundError:  # someone removed it: still forget it in the tracker
-            try:
-                resource_tracker.unregister(shm._name, "shared_memory")
-            except Exception:  # pragma: no cover
-                pass
+_layout, _views, _create = _shm.layout, _shm.views, _shm.create
+_attach, _release = _shm.attach, _shm.release
 
 
 # ----- a share of a step, in any worker -----
@@ -228,28 +184,62 @@ class _ParentGone(Exception):
     pass
 
 
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def _no_sigint():
-    """Hold SIGINT back from this thread while workers start: they inherit the blocked
-    signal and ignore it before unblocking it, so that a Ctrl-C during their start-up
-    (a spawned worker spends a while importing) cannot interrupt them with a traceback. A
-    Ctrl-C meanwhile reaches the main process as soon as the workers are started."""
+def _signals_blocked():
+    """Block SIGINT and SIGTERM in this thread while workers start: they inherit the
+    blocked signals and ignore both before unblocking them, so that a Ctrl-C or SIGTERM to
+    the process group during their start-up (a spawned worker spends a while importing)
+    cannot interrupt them. Signals sent meanwhile reach this process once it unblocks."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOPPING))
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back from Python code while the pool's own state changes (a
+    segment created and registered, helpers started, the pool closed), then deliver them
+    again to whatever handlers were there. Python runs its handlers between two bytecodes
+    of the main thread, so an interrupt could otherwise land between creating a segment
+    and recording it, or halfway through ``close``, and leave a segment nobody unlinks (the
+    resource tracker's "leaked shared_memory" warnings) or a helper nobody stops."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only: nothing to hold here
+        return
+    caught = []
+    previous = {}
+    try:
+        for signum in _STOPPING:
+            handler = signal.getsignal(signum)
+            if handler is not None and handler != signal.SIG_IGN:  # None: set outside Python
+                previous[signum] = signal.signal(signum, lambda n, frame: caught.append(n))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)  # to the handler that was there before
+
+
 def _worker_main(rank, conn, setup, inherited):
-    """A worker's whole life: serve the main process's requests until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked copy of a handler must not linger
-    if hasattr(signal, "pthread_sigmask"):  # blocked since birth (see _no_sigint): now ignored
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    """A worker's whole life: serve the main process's requests until told to stop.
+
+    It ignores SIGINT and SIGTERM: stopping is the main process's decision (a Ctrl-C or
+    SIGTERM to the process group lets the main process finish its step, save and close the
+    pool; were the helpers to die at once, that step would fail instead). A worker stops
+    when told, when the main process goes away, or when killed."""
+    for signum in _STOPPING:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked since birth (_signals_blocked): now ignored
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_STOPPING))
     for c in inherited:  # fork: the main process's pipe ends, so that its death reads as EOF
         c.close()
     keep_freed_blocks()  # each step reuses its temporaries instead of faulting them in
@@ -349,9 +339,15 @@ class _Resources:
 
 
 def _shutdown(res):
-    """Stop the workers, give the model private buffers back, unlink every segment."""
+    """Stop the workers, give the model private buffers back, unlink every segment; an
+    interrupt meanwhile is delivered once all of that is done."""
     if os.getpid() != res.owner:  # a forked copy of the pool: not ours to clean up
         return
+    with _signals_held():
+        _stop(res)
+
+
+def _stop(res):
     model = res.model
     if model is not None and res.params_address is not None:
         if model.flat_params.__array_interface__["data"][0] == res.params_address:
@@ -365,10 +361,7 @@ def _shutdown(res):
     for p in res.processes.values():
         p.join(max(0.0, deadline - time.monotonic()))
     for p in res.processes.values():
-        if p.is_alive():
-            p.terminate()
-            p.join(1.0)
-        if p.is_alive():  # pragma: no cover - SIGTERM ignored somehow
+        if p.is_alive():  # stuck: it ignores SIGTERM (see _worker_main)
             p.kill()
             p.join()
     for conn in res.conns.values():
@@ -437,6 +430,8 @@ class WorkerPool:
         self._fields, self._views = {}, {}
         self._capacity = {"batch": 0, "io": 0}
         self.closed = False
+        #: what ``remove_stale_segments`` removed before this pool started (name, pid, bytes)
+        self.stale_removed = remove_stale_segments()
         try:
             self._start(x, y)
         except BaseException:
@@ -445,11 +440,12 @@ class WorkerPool:
 
     def _segment(self, key, fields):
         """Create segment ``key`` (replacing any old one) and return its views."""
-        old = self._res.segments.pop(key, None)
-        self._views.pop(key, None)
-        if old is not None:
-            _release(old, unlink=True)
-        self._res.segments[key] = shm = _create(fields)
+        with _signals_held():  # created, registered and recorded, or not at all
+            old = self._res.segments.pop(key, None)
+            self._views.pop(key, None)
+            if old is not None:
+                _release(old, unlink=True)
+            self._res.segments[key] = shm = _create(fields)
         self._fields[key] = fields
         self._views[key] = views = _views(shm, fields)
         return views
@@ -484,7 +480,7 @@ class WorkerPool:
             },
         }
         fork = self.start_method == "fork"
-        with _no_sigint():
+        with _signals_held(), _signals_blocked():
             for rank in self.helpers:
                 ours, theirs = self.context.Pipe(duplex=True)
                 self._res.conns[rank] = ours
@@ -650,7 +646,8 @@ class WorkerPool:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if n < PREDICT_IN_PROCESS_BELOW:
-            return self.model.predict_proba(x, batch_size)
+            with self._blas.limit(limits=1):
+                return self.model.predict_proba(x, batch_size)
         blocks = math.ceil(n / batch_size)
         work = [
             (r, lo * batch_size, min(n, hi * batch_size))
@@ -698,9 +695,11 @@ class WorkerPool:
 def predict_proba(model, x, workers=1, batch_size=32, threads=1):
     """``model.predict_proba(x)``, its blocks shared among ``workers`` processes started for
     this call; with one worker, or fewer than ``PREDICT_IN_PROCESS_BELOW`` images, in this
-    process on ``threads`` threads (``Sequential.predict_proba``)."""
+    process on ``threads`` threads (``Sequential.predict_proba``), each on one BLAS thread
+    (see ``one_blas_thread``)."""
     x = model._as_input(x)
     if int(workers) <= 1 or len(x) < PREDICT_IN_PROCESS_BELOW:
-        return model.predict_proba(x, batch_size, threads=threads)
+        with one_blas_thread():
+            return model.predict_proba(x, batch_size, threads=threads)
     with WorkerPool(model, x[:1], np.zeros(1, dtype=np.int64), workers=int(workers)) as pool:
         return pool.predict_proba(x, batch_size)

@@ -24,6 +24,7 @@ from cli_helpers import (
 )
 
 from numpycnn import data
+from numpycnn.cli.interrupts import Interrupted
 from numpycnn.config import DEFAULT_RECIPE, Config, load_config
 from numpycnn.data import Normalization
 from numpycnn.engine import Sequential
@@ -533,7 +534,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_old_params(tmp_path, load
     line = error_line(result)
     assert re.fullmatch(
         r"training diverged: the loss became (nan|inf) at epoch 1, batch \d+: "
-        r"lower the learning rate; the run folder keeps the last completed epoch",
+        r"lower the learning rate; no epoch completed, so the run folder holds no checkpoint",
         line,
     ), line
     assert out.read_bytes() == b"an earlier, good model"
@@ -656,8 +657,8 @@ def test_a_second_ctrl_c_stops_at_once_and_says_how_to_continue(tmp_path, loader
     config = tiny_config(tmp_path, epochs=3, limit=300)
 
     def second_ctrl_c(t, loss, accuracy):
-        if t.epoch == 1 and t.batch == 2:
-            raise KeyboardInterrupt  # what the handler raises on a second SIGINT
+        if t.epoch == 1 and t.batch == 2:  # what the handler raises on a second SIGINT
+            raise Interrupted(signal.SIGINT, repeated=True)
 
     original = numpycnn.api.Callbacks
 
@@ -670,7 +671,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_how_to_continue(tmp_path, loader
     folder = tmp_path / "runs" / "tiny"
     assert result.exit_code == 130
     assert result.stderr.splitlines() == [
-        "interrupted again: stopped at once without a new checkpoint; continue from the last "
-        f"one with numpycnn train --resume {folder}"
+        f"interrupted again: stopped at once; continue from {folder / 'last.pkl'} (after epoch "
+        f"1) with numpycnn train --resume {folder}"
     ]
     assert load_model(folder / "last.pkl").checkpoint["epoch"] == 1  # the last one, intact

@@ -156,22 +156,27 @@ def test_a_worker_killed_mid_epoch_ends_the_command_with_one_line(tmp_path, mnis
     assert process.returncode == 1 and took < 10
     assert "Traceback" not in stderr
     (line,) = stderr.splitlines()
+    folder = re.escape(str(last.parent))
     assert re.fullmatch(
         rf"Error: worker 1 \(pid {helpers[0]}\) was killed by signal 9 \(SIGKILL\): training "
-        r"stopped; the run folder keeps the last completed epoch",
+        rf"stopped; continue from {folder}/last.pkl \(after epoch \d+\) with numpycnn train "
+        rf"--resume {folder}",
         line,
     ), line
     assert_nothing_left(tmp_path, process, helpers, last)
 
 
-def test_sigterm_ends_the_command_cleanly(tmp_path, mnist_dir):
+def test_sigterm_saves_stops_and_exits_143(tmp_path, mnist_dir):
+    """SIGTERM stops between batches and saves, as a first Ctrl-C does (a scheduler's
+    SIGTERM before a SIGKILL should not lose the epoch), and exits 128 + 15."""
     process, workers, last = start_training(tmp_path, mnist_dir)
     process.send_signal(signal.SIGTERM)
     stdout, stderr, took = finish(process)
 
-    assert process.returncode == 1 and took < 10
+    assert process.returncode == 143 and took < 10
     assert stderr.splitlines() == [
-        "Error: SIGTERM arrived: training stopped; the run folder keeps the last completed epoch"
+        f"terminated: checkpoint saved to {last}; continue with numpycnn train --resume "
+        f"{last.parent}"
     ]
     assert_nothing_left(tmp_path, process, workers, last)
 
