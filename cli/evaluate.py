@@ -11,6 +11,7 @@ from numpycnn.modelfile import load_model
 from numpycnn.training import evaluate
 
 from .options import (
+    DEFAULT_MODEL,
     data_options,
     download_progress,
     quiet_option,
@@ -47,7 +48,7 @@ def format_report(report):
 
 
 @click.command("eval")
-@click.argument("params", default="params.pkl", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("params", default=DEFAULT_MODEL, type=click.Path(dir_okay=False, path_type=Path))
 @data_options
 @threads_option
 @workers_option
@@ -64,9 +65,10 @@ def format_report(report):
 def evaluate_command(params, data_dir, mirrors, threads, workers, quiet, as_json, plot):
     """Evaluate a saved model on the 10,000 MNIST test images.
 
-    PARAMS is a model file written by `numpycnn train` (default params.pkl) or a
-    parameter pickle of the 2018 reference implementation. The images are normalised
-    with the statistics stored with the model, which come from its training images.
+    PARAMS is a model file written by `numpycnn train` (default default.pkl: what `train`
+    writes with no --config) or a parameter pickle of the 2018 reference implementation.
+    The images are normalised with the statistics stored with the model, which come from
+    its training images.
     """
     if plot is not None:
         from .plots import require_matplotlib

@@ -12,6 +12,9 @@ from numpycnn.data import DataError
 
 #: Library errors that are the user's to fix (bad file, value or path), shown as one line.
 USER_ERRORS = (DataError, ValueError, OSError)
+#: The model file eval, predict and inspect read when none is named: what `numpycnn train`
+#: writes with no --config (the default recipe, saved after its run name).
+DEFAULT_MODEL = "default.pkl"
 
 
 def data_options(command):

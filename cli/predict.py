@@ -11,7 +11,7 @@ from numpycnn.imageprep import ImageError, load_digit
 from numpycnn.modelfile import load_model
 from numpycnn.parallel import predict_proba
 
-from .options import remove_stale_segments, reports_errors, workers_option
+from .options import DEFAULT_MODEL, remove_stale_segments, reports_errors, workers_option
 
 
 def _skip_reason(path):
@@ -66,7 +66,7 @@ def _digits(images):
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--params",
-    default="params.pkl",
+    default=DEFAULT_MODEL,
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Model file from `numpycnn train` (or a 2018 reference pickle).",
@@ -101,8 +101,8 @@ def predict(images, params, top_k, as_json, workers):
 
     \b
     Examples:
-      numpycnn predict --params params.pkl seven.png photo-of-a-three.jpg
-      numpycnn predict --params params.pkl my-digits/
+      numpycnn predict --params best.pkl seven.png photo-of-a-three.jpg
+      numpycnn predict --params best.pkl my-digits/
     """
     remove_stale_segments()
     saved = load_model(params)
