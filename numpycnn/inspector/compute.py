@@ -25,7 +25,15 @@ from ..data import Normalization
 from ..engine import losses
 from ..imageprep import SIZE, decode_digit
 
-__all__ = ["InspectionError", "Inspector", "Trace", "layer_labels", "trace"]
+__all__ = [
+    "NEGLIGIBLE",
+    "InspectionError",
+    "Inspector",
+    "Trace",
+    "layer_labels",
+    "softmax_steps",
+    "trace",
+]
 
 #: Activation layers: elementwise, so a unit of theirs is the unit of the layer before.
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
@@ -35,6 +43,14 @@ DENSE_TERMS = 12
 CELL_LIMIT = 200
 #: Longer per-batch cost histories are averaged in bins down to about this many points.
 COST_POINTS = 2000
+#: A gradient map is negligible when its largest |value| is below this fraction of the same
+#: map's largest |value| for the class score of the same class (see ``backward``).
+NEGLIGIBLE = 1e-6
+#: What ``relative`` compares a gradient map with, in words (the page shows it).
+REFERENCE = (
+    "the same map's largest |gradient| for the score (logit) of the same class: backward "
+    "passes are linear in the gradient at the output, and a class score's is 1"
+)
 
 
 class InspectionError(ValueError):
@@ -104,7 +120,9 @@ def backward(tr, target=None, label=None):
     output, the logits for a softmax loss), ``target`` defaulting to the predicted class.
     With ``label``: the gradient of the model's loss for that true label. Returns the
     quantity's description and value, the gradient reaching each layer's output, the
-    input gradient (the saliency map) and each layer's weight and bias gradients.
+    input gradient (the saliency map), each layer's weight and bias gradients, and for
+    every map its largest |value| beside the same map's for the score of the same class
+    (``reference``): a loss of ~0 (a confident, correct image) gives a map ~1e-9 of it.
     """
     out = tr.outputs[-1]
     classes = out.shape[1]
@@ -113,23 +131,88 @@ def backward(tr, target=None, label=None):
         label = _class_index(label, classes, "label")
         loss = losses.get(tr.model.loss.kind)  # its own state, not the model's
         value = loss.forward(out, np.array([label]))
-        grad = loss.backward()
         quantity = {"kind": "loss", "label": label, "loss": tr.model.loss.kind, "value": value}
+        scored = label
+        # the reference first: the real pass below overwrites the copies' weight gradients
+        reference = _max_abs(_run(tr, _one_hot_like(out, label)))
+        result = _run(tr, loss.backward())
     else:
         target = predicted if target is None else _class_index(target, classes, "class")
-        grad = np.zeros_like(out)
-        grad[0, target] = 1
         quantity = {"kind": "score", "class": target, "value": float(out[0, target])}
+        scored = target
+        result = _run(tr, _one_hot_like(out, target))
+        reference = _max_abs(result)
+    return {
+        "quantity": quantity,
+        "predicted": predicted,
+        **result,
+        "max_abs": _max_abs(result),
+        "reference": reference,
+        "reference_class": scored,
+    }
+
+
+def _one_hot_like(out, k):
+    grad = np.zeros_like(out)
+    grad[0, k] = 1
+    return grad
+
+
+def _run(tr, grad):
+    """Drive the traced copies' ``backward`` from ``grad`` at the output."""
     reaching = [None] * len(tr.layers)
     for i in reversed(range(len(tr.layers))):
         reaching[i] = grad
         grad = tr.layers[i].backward(grad)
     return {
-        "quantity": quantity,
-        "predicted": predicted,
         "input": grad[0],
         "layers": [g[0] for g in reaching],
         "weights": [dict(layer.grads) for layer in tr.layers],
+    }
+
+
+def _max_abs(result):
+    """The largest |value| of every map of a backward pass (plain floats, so that a later
+    pass over the same copies cannot change them)."""
+    return {
+        "input": float(np.abs(result["input"]).max()),
+        "layers": [float(np.abs(g).max()) for g in result["layers"]],
+        "weights": [{k: float(np.abs(g).max()) for k, g in w.items()} for w in result["weights"]],
+    }
+
+
+def smallness(value, reference):
+    """(relative size, negligible) of a map whose largest |value| is ``value`` against its
+    reference's; a map of zeros is negligible, a reference of zeros gives no ratio."""
+    relative = value / reference if reference > 0 else None
+    negligible = value == 0 or (relative is not None and relative < NEGLIGIBLE)
+    return relative, bool(negligible)
+
+
+def softmax_steps(tr):
+    """The softmax of the traced image's logits, step by step, as the engine computes it
+    (``activations.softmax``): the largest logit m, z - m, e^(z - m), their sum, and each
+    exp over the sum. None when the network does not end in a softmax (its loss or its
+    last layer)."""
+    model = tr.model
+    if model.layers[-1].kind == "softmax":
+        z = tr.input_of(len(model.layers) - 1)
+    elif model.loss.kind == "softmax_cross_entropy":
+        z = tr.outputs[-1]
+    else:
+        return None
+    m = z.max(axis=-1, keepdims=True)
+    shifted = z - m
+    e = np.exp(shifted)
+    total = e.sum(axis=-1, keepdims=True)
+    p = e / total
+    return {
+        "logits": z[0].tolist(),
+        "max": float(m[0, 0]),
+        "shifted": shifted[0].tolist(),
+        "exp": e[0].tolist(),
+        "sum": float(total[0, 0]),
+        "probabilities": p[0].tolist(),
     }
 
 
@@ -381,15 +464,16 @@ class Inspector:
 
     # ----- one image -----
 
-    def digit(self, image=None, pixels=None, test_index=None):
+    def digit(self, image=None, pixels=None, test_index=None, name=None):
         """The 28x28 uint8 MNIST-form digit from exactly one of: ``image``, the bytes of an
-        image file (prepared as ``numpycnn predict`` prepares it); ``pixels``, 784 grey
-        levels 0-255 already in MNIST form (row-major); ``test_index``, a test image."""
+        image file (prepared as ``numpycnn predict`` prepares it; ``name``, the file's name,
+        leads its error messages); ``pixels``, 784 grey levels 0-255 already in MNIST form
+        (row-major); ``test_index``, a test image."""
         given = [v is not None for v in (image, pixels, test_index)]
         if sum(given) != 1:
             raise InspectionError("give exactly one of an image, 784 pixels or a test index")
         if image is not None:
-            return decode_digit(image, "uploaded image")
+            return decode_digit(image, name or "uploaded image")
         if pixels is not None:
             a = np.asarray(pixels)
             if a.size != SIZE * SIZE or a.dtype.kind not in "iuf":
@@ -410,10 +494,19 @@ class Inspector:
         """The forward pass of a 28x28 uint8 digit, normalised as the model's training was."""
         return trace(self.model, self.norm.norm(digit)[0])
 
+    def test_label(self, test_index):
+        """The true label of test image ``test_index`` (checked as ``digit`` checks it)."""
+        self.digit(test_index=test_index)
+        return int(self._test_arrays()[1][test_index])
+
     def predict(self, digit):
         """The digit's class probabilities and predicted class."""
         tr = self.trace(digit)
         return {"probabilities": tr.probabilities, "predicted": int(np.argmax(tr.logits))}
+
+    def softmax(self, tr):
+        """``softmax_steps`` of the traced image: logits -> exp -> normalise."""
+        return softmax_steps(tr)
 
     def activations(self, tr):
         """Every layer's output for the traced image, with its label, shape and range."""
@@ -430,12 +523,25 @@ class Inspector:
             for i, out in enumerate(tr.outputs)
         ]
 
-    def backward(self, tr, target=None, label=None):
+    def backward(self, tr, target=None, label=None, true_label=None):
         """``backward`` of the traced image (see the module function), with each layer's
-        gradient described for display: label, range, and conv filters' weight gradients."""
+        gradient described for display: label, range, largest |value| and whether it is
+        negligible, and conv filters' weight gradients; the saliency map and gradient x
+        input. ``true_label``: the image's known label (a test image's); when the image is
+        misclassified and neither ``target`` nor ``label`` is given, Q is the loss for it."""
+        predicted = int(np.argmax(tr.logits))
+        if target is not None or label is not None:
+            reason = "requested"
+        elif true_label is not None and predicted != true_label:
+            label, reason = true_label, "the true label of a misclassified test image"
+        else:
+            reason = "the predicted class"
         result = backward(tr, target, label)
+        result["quantity"]["reason"] = reason
+        biggest, reference = result["max_abs"], result["reference"]
         layers = []
         for i, (g, grads) in enumerate(zip(result["layers"], result["weights"])):
+            relative, negligible = smallness(biggest["layers"][i], reference["layers"][i])
             entry = {
                 "index": i,
                 "label": self.labels[i],
@@ -443,22 +549,40 @@ class Inspector:
                 "shape": list(g.shape),
                 "min": float(g.min()),
                 "max": float(g.max()),
+                "max_abs": biggest["layers"][i],
+                "relative": relative,
+                "negligible": negligible,
                 "values": g,
             }
             if "weight" in grads:
                 w = grads["weight"]
                 entry["weight_grad_norm"] = float(np.linalg.norm(w))
                 entry["bias_grad"] = grads["bias"][:, 0]
+                w_big, w_ref = biggest["weights"][i]["weight"], reference["weights"][i]["weight"]
+                entry["weight_grad_max_abs"] = w_big
+                rel, neg = smallness(w_big, w_ref)
+                entry["weight_grad_relative"], entry["weight_grad_negligible"] = rel, neg
                 if self.model.layers[i].kind == "conv2d":
                     entry["weight_grad"] = w
                     entry["weight_grad_range"] = [float(w.min()), float(w.max())]
             layers.append(entry)
         x = result["input"]
+        times = x * tr.x[0]  # gradient x input: each pixel's first-order share of Q
+        relative, negligible = smallness(biggest["input"], reference["input"])
         return {
             "quantity": result["quantity"],
-            "predicted": result["predicted"],
+            "predicted": predicted,
             "input": x,
             "input_range": [float(x.min()), float(x.max())],
+            "input_max_abs": biggest["input"],
+            "input_relative": relative,
+            "input_negligible": negligible,
+            "input_times_gradient": times,
+            "input_times_gradient_range": [float(times.min()), float(times.max())],
+            "input_times_gradient_sum": float(times.sum(dtype=np.float64)),
+            "negligible_below": NEGLIGIBLE,
+            "reference": REFERENCE,
+            "reference_class": result["reference_class"],
             "layers": layers,
         }
 
