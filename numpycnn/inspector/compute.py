@@ -24,6 +24,7 @@ import numpy as np
 from ..data import Normalization
 from ..engine import losses
 from ..imageprep import SIZE, decode_digit
+from .fields import geometry, receptive_field
 
 __all__ = [
     "NEGLIGIBLE",
@@ -444,6 +445,7 @@ class Inspector:
                     "input_shape": list(shape),
                     "output_shape": list(out),
                     "params": int(sum(p.size for p in layer.params.values())),
+                    "geometry": geometry(layer, shape),
                 }
             )
             shape = out
@@ -587,8 +589,21 @@ class Inspector:
         }
 
     def unit(self, tr, layer, unit):
-        """``unit_arithmetic`` of the traced image."""
-        return unit_arithmetic(tr, layer, unit)
+        """``unit_arithmetic`` of the traced image, with the clicked unit's ``field``."""
+        result = unit_arithmetic(tr, layer, unit)
+        result["field"] = self.field(layer, unit)
+        return result
+
+    def field(self, layer, unit):
+        """``fields.receptive_field`` of ``unit`` in layer ``layer`` (from 0): the region
+        of the input and of every earlier layer it depends on. Needs no image."""
+        model = self.model
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise InspectionError(f"layer must be an integer index, got {layer!r}")
+        if not 0 <= layer < len(model.layers):
+            raise InspectionError(f"layer {layer} is out of range (0 to {len(model.layers) - 1})")
+        unit = _unit_index(unit, model.shapes[layer], self.labels[layer])
+        return receptive_field(model, self.labels, int(layer), unit)
 
     # ----- the whole model -----
 

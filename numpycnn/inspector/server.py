@@ -24,7 +24,15 @@ endian, which the page reads straight into typed arrays):
   each layer's ``max_abs`` and ``weight_grad_max_abs``), its size ``relative`` to the
   same map for the class score of the same class (``reference`` says so in words) and
   ``negligible`` when that is below ``negligible_below`` (1e-6), or the map is all zeros.
-- ``POST /api/unit``: the input, ``"layer"`` and ``"unit"`` -> that unit's arithmetic.
+- ``POST /api/unit``: the input, ``"layer"`` and ``"unit"`` -> that unit's arithmetic and
+  its receptive ``field`` (as below).
+- ``GET /api/field?layer=L&unit=a,b,c``: the receptive field of that unit, no image needed:
+  ``input`` and ``previous`` (the layer before), and ``chain``, the region of every earlier
+  layer's output, each ``{"layer", "of", "shape", "ranges": [[start, stop), ...]}`` (one
+  half-open range per dimension, clipped to the map); a conv unit's ``filter`` and
+  ``kernel``, a flatten unit's ``from`` (channel, row, column). ``/api/model``'s layers
+  carry their ``geometry`` (window kernel, stride, padding; elementwise; flatten ``from``
+  shape; dense) for the page to walk regions itself.
 - ``GET /api/filters``, ``GET /api/history``.
 - ``GET /api/confusion``: the test set's confusion matrix (computed once, cached).
 - ``GET /api/confusion/cell?true=T&predicted=P``: that cell's images, most confident first.
@@ -350,6 +358,17 @@ class Handler(BaseHTTPRequestHandler):
                 raise RequestError(400, message) from None
         self._json(self.server.inspector.confusion_cell(**args))
 
+    def field(self, url):
+        query = parse_qs(url.query)
+        if "layer" not in query or "unit" not in query:
+            raise RequestError(400, "give 'layer' (an index from 0) and 'unit' (e.g. 3,11,9)")
+        try:
+            layer = int(query["layer"][0])
+            unit = [int(v) for v in query["unit"][0].split(",")]
+        except ValueError:
+            raise RequestError(400, "'layer' and 'unit' must be integers (unit: a,b,c)") from None
+        self._json(self.server.inspector.field(layer, unit))
+
     def _digit(self, body):
         return self.server.inspector.digit(**_body_input(body))
 
@@ -409,5 +428,6 @@ class Handler(BaseHTTPRequestHandler):
         "/api/history": history,
         "/api/confusion": confusion,
         "/api/confusion/cell": confusion_cell,
+        "/api/field": field,
     }
     POST = {"/api/predict": predict, "/api/inspect": inspect, "/api/unit": unit}
