@@ -7,24 +7,43 @@ from pathlib import Path
 
 import click
 
-from numpycnn.data import load_mnist, resolve_data_dir, resolve_mirrors
+from numpycnn.data import DataError, load_mnist, resolve_data_dir, resolve_mirrors
 from numpycnn.modelfile import load_model
 
 from .options import data_options, reports_errors, threads_option
 
 
-def _test_set(saved, data_dir, mirrors):
-    """A loader of the MNIST test images, called by the server on the first request."""
+def _mnist(saved, data_dir, mirrors):
+    """Loaders of the MNIST test set and training images, for the server to call when
+    first needed; the files are read once, for both. The test set (the confusion matrix)
+    is downloaded if missing; the training images (the out-of-distribution cue) only read
+    from the data directory, so that starting the page never waits for a download."""
     cfg_data = (saved.config or {}).get("data", {})
+    directory = resolve_data_dir(data_dir, cfg_data.get("data_dir"))
+    lock, loaded = threading.Lock(), []
 
-    def load():
-        mnist = load_mnist(
-            resolve_data_dir(data_dir, cfg_data.get("data_dir")),
-            resolve_mirrors(mirrors, cfg_data.get("mirrors", ())),
-        )
-        return mnist.test_images, mnist.test_labels
+    def mnist(download=True):
+        with lock:
+            if not loaded:
+                try:
+                    mirrors_ = resolve_mirrors(mirrors, cfg_data.get("mirrors", ()))
+                    loaded.append(load_mnist(directory, mirrors_ if download else []))
+                except DataError:
+                    if download:
+                        raise
+                    raise DataError(
+                        f"the MNIST files are not in {directory / 'mnist'} yet "
+                        "(`numpycnn download`, or open the test set's confusion matrix)"
+                    ) from None
+        return loaded[0]
 
-    return load
+    def test_set():
+        return mnist().test_images, mnist().test_labels
+
+    def train_set():
+        return mnist(download=False).train_images
+
+    return test_set, train_set
 
 
 @click.command("inspect")
@@ -100,8 +119,9 @@ def inspect_command(
 
     from numpycnn.inspector import Inspector
 
+    test_set, train_set = _mnist(saved, data_dir, mirrors)
     inspector = Inspector(
-        saved, test_set=_test_set(saved, data_dir, mirrors), threads=threads, name=params.name
+        saved, test_set=test_set, train_set=train_set, threads=threads, name=params.name
     )
     if save is not None:
         from .inspect_figures import save_figures
@@ -110,6 +130,13 @@ def inspect_command(
             click.echo(f"wrote {path}")
         return
     serve(inspector, host, port, open_browser=not no_browser)
+
+
+def _warm(inspector):
+    try:
+        inspector.warm()
+    except Exception as exc:  # a background nicety: say so in one line, keep serving
+        click.echo(f"the out-of-distribution cue is unavailable: {exc}", err=True)
 
 
 def serve(inspector, host, port, open_browser=True):
@@ -132,6 +159,8 @@ def serve(inspector, host, port, open_browser=True):
         click.echo(f"numpycnn inspect: {inspector.name} at {server.url}  (Ctrl-C to stop)")
         if open_browser:
             threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+        # the out-of-distribution cue's training sample, ready before the first drawing
+        threading.Thread(target=_warm, args=(inspector,), daemon=True).start()
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo("stopped", err=True)

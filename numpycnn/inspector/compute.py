@@ -415,12 +415,16 @@ class Inspector:
     """A loaded model file (``modelfile.ModelFile``), ready to be looked inside.
 
     ``test_set``: a callable returning the test (images uint8 (N, 28, 28), labels), called
-    once, on the first request for the confusion matrix; ``threads``: threads for the
-    test-set predictions; ``name``: the model file's name, for display.
+    once, on the first request for the confusion matrix; ``train_set``: a callable
+    returning the training images uint8 (N, 28, 28), called once, for the
+    out-of-distribution cue (``ood``; ``warm`` prepares it ahead); ``threads``: threads for
+    the test-set predictions; ``name``: the model file's name, for display.
     """
 
-    def __init__(self, saved, test_set=None, threads=1, name=""):
+    def __init__(self, saved, test_set=None, threads=1, name="", train_set=None):
         self.saved = saved
+        self._train_set, self._novelty, self._novelty_lock = train_set, None, threading.Lock()
+        self.novelty_error = "no comparison with the training digits: started without them"
         self.model = saved.model
         self.norm = Normalization.from_dict(saved.normalization)
         self.name = str(name)
@@ -638,6 +642,38 @@ class Inspector:
             "epochs": _finite(self.saved.history),
             "metrics": _finite(self.saved.metrics) if self.saved.metrics else None,
         }
+
+    # ----- does it look like a digit? -----
+
+    def novelty(self):
+        """The ``novelty.Novelty`` of this model, built on the first call that finds the
+        training images (their features take a second or two); None without them, with
+        the reason in ``novelty_error``. A failure to read them (files not downloaded yet)
+        is tried again on the next call."""
+        with self._novelty_lock:
+            if self._novelty is None and self._train_set is not None:
+                from ..data import DataError
+                from .novelty import Novelty
+
+                try:
+                    train = np.asarray(self._train_set())
+                    test, _ = self._test_arrays()
+                    self._novelty = Novelty(self.model, self.norm, train, test)
+                except DataError as exc:
+                    self.novelty_error = f"no comparison with the training digits: {exc}"
+        return self._novelty
+
+    def warm(self):
+        """Prepare what the first requests would otherwise wait for (the novelty sample)."""
+        self.novelty()
+
+    def ood(self, digit):
+        """Whether the digit looks like the training digits at all (``Novelty.judge``), or
+        ``{"flag": None, "text": why not}`` without the MNIST training images."""
+        novelty = self.novelty()
+        if novelty is None:
+            return {"flag": None, "text": self.novelty_error}
+        return novelty.judge(digit)
 
     # ----- the test set -----
 

@@ -14,7 +14,11 @@ endian, which the page reads straight into typed arrays):
   the 28x28 ``digit`` the network sees, its ``probabilities`` and ``predicted`` class;
   ``true_label`` and ``misclassified`` for a test image (else null); ``softmax``, the
   softmax step by step (``logits``, their ``max``, ``shifted`` = z - max, ``exp``, their
-  ``sum``, ``probabilities`` = exp / sum; null when the network ends in no softmax).
+  ``sum``, ``probabilities`` = exp / sum; null when the network ends in no softmax);
+  ``ood``, whether the input looks like a digit at all (``novelty.Novelty.judge``:
+  ``flag``, a one-sentence ``text``, the feature distance ``score`` to the nearest
+  training digit with its ``threshold``, ``percentile`` and ``measure``, the ``ink`` and
+  its ``ink_range``; ``{"flag": null, "text": why}`` without the MNIST training images).
 - ``POST /api/inspect``: the same input, optional ``"class"`` or ``"label"`` -> all of
   the above, the ``logits``, the normalised ``input`` (C, H, W), every layer's
   ``activations`` and the ``backward`` pass: its ``quantity`` (with ``reason``: a
@@ -372,7 +376,7 @@ class Handler(BaseHTTPRequestHandler):
     def _digit(self, body):
         return self.server.inspector.digit(**_body_input(body))
 
-    def _about(self, body, tr):
+    def _about(self, body, digit, tr):
         """What predict and inspect both say of the input: prediction, softmax steps, the
         true label of a test image and the out-of-distribution cue."""
         ins = self.server.inspector
@@ -384,13 +388,14 @@ class Handler(BaseHTTPRequestHandler):
             "true_label": true_label,
             "misclassified": None if true_label is None else predicted != true_label,
             "softmax": ins.softmax(tr),
+            "ood": ins.ood(digit),
         }
 
     def predict(self, url):
         ins = self.server.inspector
         body = self._read_json()
         digit = self._digit(body)
-        self._json({"digit": digit, **self._about(body, ins.trace(digit))})
+        self._json({"digit": digit, **self._about(body, digit, ins.trace(digit))})
 
     def inspect(self, url):
         ins = self.server.inspector
@@ -398,7 +403,7 @@ class Handler(BaseHTTPRequestHandler):
         digit = self._digit(body)
         target, label = _optional_int(body, "class"), _optional_int(body, "label")
         tr = ins.trace(digit)
-        about = self._about(body, tr)
+        about = self._about(body, digit, tr)
         self._json(
             {
                 "digit": digit,
