@@ -72,9 +72,11 @@ def _mnist(saved, data_dir, mirrors):
     "--save",
     type=click.Path(file_okay=False, path_type=Path),
     metavar="DIR",
-    help="Write PNG figures into DIR instead of serving: the filters and the training "
-    "cost, and with --image the input as the network sees it, its probabilities, every "
-    "layer's activations and the saliency map (needs pip install 'numpycnn[plot]').",
+    help="Write PNG figures into DIR instead of serving: the filters (filters.png) and the "
+    "training cost, with the accuracy per epoch when the file has it (training.png); with "
+    "--image also the input as the network sees it and its probabilities (input.png), every "
+    "layer's activations (activations.png) and the saliency map (saliency.png). Needs pip "
+    "install 'numpycnn[plot]'.",
 )
 @click.option(
     "--class",
@@ -112,9 +114,12 @@ def inspect_command(
     if target is not None and image is None:
         raise click.UsageError("--class is used with --image")
     if save is not None:
-        from .plots import require_matplotlib
-
-        require_matplotlib()
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.ClickException(
+                "--save needs matplotlib, which is not installed: pip install 'numpycnn[plot]'"
+            ) from None
     saved = load_model(params)
 
     from numpycnn.inspector import Inspector
