@@ -74,7 +74,14 @@ def browser():
 
 @pytest.fixture(scope="module")
 def served(reference_params_path, mnist):
-    inspector = reference_inspector(reference_params_path, mnist)
+    """The reference network with the test set and, for the out-of-distribution cue, the
+    training images."""
+    base = reference_inspector(reference_params_path, mnist)
+    inspector = Inspector(
+        base.saved, test_set=base._test_set, threads=2, name=base.name,
+        train_set=lambda: mnist.train_images,
+    )  # fmt: skip
+    inspector.warm()
     with serving(inspector) as (url, log):
         yield inspector, url, log
 
@@ -426,8 +433,11 @@ def test_phone_layout_touch_and_the_arithmetic_next_to_the_unit(open_page, tmp_p
     assert page.evaluate("document.querySelector('header').offsetHeight") <= 56
     touch_draw(page, THREE)
     wait_inspected(page, 3)
-    canvas, probs = rect(page.locator("#draw")), rect(page.locator("#probs"))
-    assert probs["y"] - (canvas["y"] + canvas["height"]) <= 200
+    # the prediction just under the drawing, and all ten probabilities within one screen
+    canvas, verdict = rect(page.locator("#draw")), rect(page.locator("#verdict"))
+    probs = rect(page.locator("#probs"))
+    below = canvas["y"] + canvas["height"]
+    assert verdict["y"] - below <= 120 and probs["y"] + probs["height"] - below <= 450
     P.check()
     # a tap on a unit of the pool layer: the panel opens right under that layer
     cv = page.locator('#acts .layer[data-layer="4"] canvas[data-channel="0"]')
@@ -655,3 +665,49 @@ def test_training_charts_have_nice_ticks_and_every_series(
             assert round(mantissa, 6) in (1, 2, 3, 5), yt
         assert min(float(t.rstrip("%")) for t in yt) <= 1  # the last percent is on the scale
         P.check()
+
+
+def test_negligible_gradients_are_said_and_drawn_pale(open_page, served):
+    """Issue 17.9: the loss of a confident, correct digit has gradients ~1e-9: the legend says
+    they are negligible and the map is not drawn at full colour; numbers never break."""
+    P = open_page(1400)
+    page = P.page
+    draw(page, THREE)
+    wait_inspected(page, 3)
+    drawing = page.evaluate("document.getElementById('draw').toDataURL('image/png')")
+    _, api = request(served[1] + "/api/inspect", {"image": drawing, "label": 3})
+    assert api["backward"]["input_negligible"] is True  # the API's verdict, shown below
+    page.select_option("#lab", "3")
+    page.wait_for_function(
+        "() => document.getElementById('quantity').textContent.includes('for true label 3')"
+    )
+    page.wait_for_selector("#sal-legend[data-negligible='1'] .neg")
+    assert page.inner_text("#sal-legend .neg").startswith("Negligible (")
+    sal = np.array(
+        page.evaluate(
+            "Array.from(document.getElementById('sal').getContext('2d')"
+            ".getImageData(0, 0, 28, 28).data)"
+        )
+    ).reshape(-1, 4)[:, :3]
+    assert (sal.max(axis=1) - sal.min(axis=1)).max() <= 12  # grey: no vivid colour
+    # every legend number is on one line
+    for span in page.locator("#sec-backward .legend span:not(.neg)").all():
+        assert span.evaluate("(e) => getComputedStyle(e).whiteSpace") == "nowrap"
+    P.check()
+
+
+def test_out_of_distribution_inputs_are_flagged_by_the_prediction(open_page):
+    """Issue 17.16: a tap is "0, 99.9%" to the network; the page says it is unlike a digit."""
+    P = open_page(1400)
+    page = P.page
+    draw(page, THREE)
+    wait_inspected(page, 3)
+    page.wait_for_selector("#ood[data-flag='0']")
+    page.click("#clear")
+    box = rect(page.locator("#draw"))
+    page.mouse.click(box["x"] + 140, box["y"] + 140)  # a single tap
+    page.wait_for_selector("#ood[data-flag='1']")
+    assert page.inner_text("#ood").startswith("Unlike a training digit.")
+    verdict, ood = rect(page.locator("#verdict")), rect(page.locator("#ood"))
+    assert 0 < ood["y"] - verdict["y"] < 120  # right by the prediction
+    P.check()
