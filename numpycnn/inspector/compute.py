@@ -1,12 +1,11 @@
 """Inside a trained network, for one image: every layer's output, a unit's arithmetic, the
 backward pass, the filters, and over the test set the confusion matrix and its images.
 
-Everything is computed by the engine's own layers: a forward pass runs on shallow copies
-of the model's layers (the parameters are shared, the caches are the copies' own, as
-``Sequential.predict_proba`` does for threads), so any number of inspections may run at
-once, and the backward pass drives the copies' ``backward`` methods with an upstream
-gradient of our choosing. The copies get their own gradient arrays: the model's
-parameters and ``flat_grads`` are never touched.
+Everything is computed by the engine's own layers, on copies of them (``tracing``): any
+number of inspections may run at once, and the model's parameters and ``flat_grads`` are
+never touched. The pieces: ``tracing`` (the forward pass), ``backprop`` (the backward pass
+and the softmax), ``arithmetic`` (a unit's sum), ``fields`` (receptive fields) and
+``novelty`` (does the input look like a digit at all).
 
 ``Inspector`` is the one face: it holds a loaded model file and answers with plain
 dicts of Python numbers and NumPy arrays, which the server turns into JSON and the CLI
@@ -14,364 +13,37 @@ into figures. Bad requests raise ``InspectionError`` (a ``ValueError``) naming t
 at fault. The module never prints.
 """
 
-import copy
 import math
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..data import Normalization
-from ..engine import losses
 from ..imageprep import SIZE, decode_digit
+from .arithmetic import ACTIVATIONS, DENSE_TERMS, unit_arithmetic
+from .backprop import NEGLIGIBLE, REFERENCE, backward, smallness, softmax_steps
 from .fields import geometry, receptive_field
+from .tracing import InspectionError, Trace, class_index, layer_labels, trace, unit_index
 
 __all__ = [
+    "ACTIVATIONS",
+    "DENSE_TERMS",
     "NEGLIGIBLE",
+    "REFERENCE",
     "InspectionError",
     "Inspector",
     "Trace",
+    "backward",
     "layer_labels",
     "softmax_steps",
     "trace",
+    "unit_arithmetic",
 ]
 
-#: Activation layers: elementwise, so a unit of theirs is the unit of the layer before.
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-#: How many of a dense unit's terms ``unit`` lists, largest magnitude first.
-DENSE_TERMS = 12
 #: At most this many images are listed for one confusion-matrix cell.
 CELL_LIMIT = 200
 #: Longer per-batch cost histories are averaged in bins down to about this many points.
 COST_POINTS = 2000
-#: A gradient map is negligible when its largest |value| is below this fraction of the same
-#: map's largest |value| for the class score of the same class (see ``backward``).
-NEGLIGIBLE = 1e-6
-#: What ``relative`` compares a gradient map with, in words (the page shows it).
-REFERENCE = (
-    "the same map's largest |gradient| for the score (logit) of the same class: backward "
-    "passes are linear in the gradient at the output, and a class score's is 1"
-)
-
-
-class InspectionError(ValueError):
-    """A request the inspector cannot answer: a class, layer or unit out of range, an
-    input that is not a digit image. The message names the value at fault."""
-
-
-def layer_labels(model):
-    """One label per layer, its position from 1 and its kind (``"1-conv2d"``), as the
-    training history names layers."""
-    return [f"{i}-{layer.kind}" for i, layer in enumerate(model.layers, 1)]
-
-
-@dataclass
-class Trace:
-    """One forward pass of one image: the input (1, C, H, W), every layer's output and
-    the layer copies that hold the caches their ``backward`` needs."""
-
-    model: object
-    x: np.ndarray
-    outputs: list
-    layers: list
-
-    @property
-    def logits(self):
-        """The last layer's output for the image (the scores the loss is taken on)."""
-        return self.outputs[-1][0]
-
-    @property
-    def probabilities(self):
-        return self.model.loss.probabilities(self.outputs[-1])[0]
-
-    def input_of(self, index):
-        """The array layer ``index`` (from 0) received."""
-        return self.x if index == 0 else self.outputs[index - 1]
-
-
-def _copy_layer(layer):
-    """A shallow copy that shares the parameters but keeps its own caches and gradients."""
-    twin = copy.copy(layer)
-    twin.grads = {name: np.zeros_like(g) for name, g in layer.grads.items()}
-    twin.needs_input_grad = True  # the input gradient is the saliency map
-    return twin
-
-
-def trace(model, x):
-    """The forward pass of ``x`` (one normalised image, (C, H, W) or (1, C, H, W))."""
-    x = np.asarray(x, dtype=model.dtype)
-    if x.shape == model.input_shape:
-        x = x[None]
-    if x.shape[1:] != model.input_shape or x.shape[0] != 1:
-        raise InspectionError(
-            f"expected one image of shape {model.input_shape}, got an array of shape {x.shape}"
-        )
-    layers = [_copy_layer(layer) for layer in model.layers]
-    outputs, out = [], x
-    for layer in layers:
-        out = layer.forward(out)
-        outputs.append(out)
-    return Trace(model, x, outputs, layers)
-
-
-def backward(tr, target=None, label=None):
-    """The backward pass of one traced image, by the layers' own ``backward`` methods.
-
-    Without ``label``: the gradient of the class score ``z[target]`` (the network's last
-    output, the logits for a softmax loss), ``target`` defaulting to the predicted class.
-    With ``label``: the gradient of the model's loss for that true label. Returns the
-    quantity's description and value, the gradient reaching each layer's output, the
-    input gradient (the saliency map), each layer's weight and bias gradients, and for
-    every map its largest |value| beside the same map's for the score of the same class
-    (``reference``): a loss of ~0 (a confident, correct image) gives a map ~1e-9 of it.
-    """
-    out = tr.outputs[-1]
-    classes = out.shape[1]
-    predicted = int(np.argmax(tr.logits))
-    if label is not None:
-        label = _class_index(label, classes, "label")
-        loss = losses.get(tr.model.loss.kind)  # its own state, not the model's
-        value = loss.forward(out, np.array([label]))
-        quantity = {"kind": "loss", "label": label, "loss": tr.model.loss.kind, "value": value}
-        scored = label
-        # the reference first: the real pass below overwrites the copies' weight gradients
-        reference = _max_abs(_run(tr, _one_hot_like(out, label)))
-        result = _run(tr, loss.backward())
-    else:
-        target = predicted if target is None else _class_index(target, classes, "class")
-        quantity = {"kind": "score", "class": target, "value": float(out[0, target])}
-        scored = target
-        result = _run(tr, _one_hot_like(out, target))
-        reference = _max_abs(result)
-    return {
-        "quantity": quantity,
-        "predicted": predicted,
-        **result,
-        "max_abs": _max_abs(result),
-        "reference": reference,
-        "reference_class": scored,
-    }
-
-
-def _one_hot_like(out, k):
-    grad = np.zeros_like(out)
-    grad[0, k] = 1
-    return grad
-
-
-def _run(tr, grad):
-    """Drive the traced copies' ``backward`` from ``grad`` at the output."""
-    reaching = [None] * len(tr.layers)
-    for i in reversed(range(len(tr.layers))):
-        reaching[i] = grad
-        grad = tr.layers[i].backward(grad)
-    return {
-        "input": grad[0],
-        "layers": [g[0] for g in reaching],
-        "weights": [dict(layer.grads) for layer in tr.layers],
-    }
-
-
-def _max_abs(result):
-    """The largest |value| of every map of a backward pass (plain floats, so that a later
-    pass over the same copies cannot change them)."""
-    return {
-        "input": float(np.abs(result["input"]).max()),
-        "layers": [float(np.abs(g).max()) for g in result["layers"]],
-        "weights": [{k: float(np.abs(g).max()) for k, g in w.items()} for w in result["weights"]],
-    }
-
-
-def smallness(value, reference):
-    """(relative size, negligible) of a map whose largest |value| is ``value`` against its
-    reference's; a map of zeros is negligible, a reference of zeros gives no ratio."""
-    relative = value / reference if reference > 0 else None
-    negligible = value == 0 or (relative is not None and relative < NEGLIGIBLE)
-    return relative, bool(negligible)
-
-
-def softmax_steps(tr):
-    """The softmax of the traced image's logits, step by step, as the engine computes it
-    (``activations.softmax``): the largest logit m, z - m, e^(z - m), their sum, and each
-    exp over the sum. None when the network does not end in a softmax (its loss or its
-    last layer)."""
-    model = tr.model
-    if model.layers[-1].kind == "softmax":
-        z = tr.input_of(len(model.layers) - 1)
-    elif model.loss.kind == "softmax_cross_entropy":
-        z = tr.outputs[-1]
-    else:
-        return None
-    m = z.max(axis=-1, keepdims=True)
-    shifted = z - m
-    e = np.exp(shifted)
-    total = e.sum(axis=-1, keepdims=True)
-    p = e / total
-    return {
-        "logits": z[0].tolist(),
-        "max": float(m[0, 0]),
-        "shifted": shifted[0].tolist(),
-        "exp": e[0].tolist(),
-        "sum": float(total[0, 0]),
-        "probabilities": p[0].tolist(),
-    }
-
-
-def _class_index(value, classes, what):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InspectionError(f"{what} must be an integer class index, got {value!r}")
-    if not 0 <= value < classes:
-        raise InspectionError(f"{what} {value} is out of range (0 to {classes - 1})")
-    return int(value)
-
-
-def _unit_index(value, shape, label):
-    """``value`` as a tuple index into a per-sample ``shape``; InspectionError if outside."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
-    ):
-        raise InspectionError(f"unit must be a list of integers, got {value!r}")
-    if len(value) != len(shape) or not all(0 <= v < n for v, n in zip(value, shape)):
-        dims = "x".join(map(str, shape))
-        raise InspectionError(f"unit {list(value)} is outside layer {label} (shape {dims})")
-    return tuple(int(v) for v in value)
-
-
-def unit_arithmetic(tr, index, unit):
-    """How layer ``index`` (from 0) computed one unit of its output, in numbers.
-
-    A conv unit: its C x K x K receptive field, the kernel, their products, the sum, the
-    bias and the pre-activation. A max-pool unit: its window and which input won. A dense
-    unit: its largest terms. A unit of an activation layer: the arithmetic of the layer
-    before it, then the activation. Recomputed in float64 from the layer's input and
-    parameters, with the engine's own output beside it (``output``) and their difference.
-    """
-    layers = tr.model.layers
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-        raise InspectionError(f"layer must be an integer index, got {index!r}")
-    if not 0 <= index < len(layers):
-        raise InspectionError(f"layer {index} is out of range (0 to {len(layers) - 1})")
-    labels = layer_labels(tr.model)
-    unit = _unit_index(unit, tr.outputs[index].shape[1:], labels[index])
-    kind = layers[index].kind
-    if kind in ACTIVATIONS and index > 0 and layers[index - 1].kind in ("conv2d", "dense"):
-        result = _unit(tr, index - 1, unit, labels)
-        result["activation"] = _activation(tr, index, unit, labels)
-        result["clicked"] = {"layer": int(index), "label": labels[index]}
-        return result
-    result = _unit(tr, index, unit, labels)
-    nxt = index + 1
-    if nxt < len(layers) and layers[nxt].kind in ACTIVATIONS and kind in ("conv2d", "dense"):
-        result["activation"] = _activation(tr, nxt, unit, labels)
-    result["clicked"] = {"layer": int(index), "label": labels[index]}
-    return result
-
-
-def _activation(tr, index, unit, labels):
-    layer = tr.model.layers[index]
-    return {
-        "layer": int(index),
-        "label": labels[index],
-        "kind": layer.kind,
-        "input": float(tr.input_of(index)[(0, *unit)]),
-        "output": float(tr.outputs[index][(0, *unit)]),
-    }
-
-
-def _source(labels, index):
-    return "input" if index == 0 else labels[index - 1]
-
-
-def _unit(tr, index, unit, labels):
-    layer = tr.model.layers[index]
-    x = tr.input_of(index)[0].astype(np.float64)
-    engine = float(tr.outputs[index][(0, *unit)])
-    base = {
-        "layer": int(index),
-        "label": labels[index],
-        "kind": layer.kind,
-        "unit": list(unit),
-        "source": _source(labels, index),
-        "output": engine,
-        "activation": None,
-    }
-    if layer.kind == "conv2d":
-        f, i, j = unit
-        k, s, p = layer.kernel, layer.stride, layer.padding
-        xp = np.pad(x, ((0, 0), (p, p), (p, p)))
-        patch = xp[:, i * s : i * s + k, j * s : j * s + k]
-        kernel = layer.params["weight"][f].astype(np.float64)
-        products = patch * kernel
-        total = float(products.sum())
-        bias = float(layer.params["bias"][f, 0])
-        pre = total + bias
-        return {
-            **base,
-            # the window in the unpadded input's coordinates (negative or beyond: padding)
-            "rows": [i * s - p, i * s - p + k],
-            "cols": [j * s - p, j * s - p + k],
-            "patch": patch,
-            "kernel": kernel,
-            "products": products,
-            "channel_sums": products.sum(axis=(1, 2)),
-            "sum": total,
-            "bias": bias,
-            "preactivation": pre,
-            "difference": pre - engine,
-        }
-    if layer.kind in ("maxpool2d", "avgpool2d"):
-        c, i, j = unit
-        size, s = layer.size, layer.stride
-        window = x[c, i * s : i * s + size, j * s : j * s + size]
-        result = {**base, "rows": [i * s, i * s + size], "cols": [j * s, j * s + size]}
-        if layer.kind == "maxpool2d":
-            # the first maximum in row-major order, as the engine routes the gradient
-            u, v = divmod(int(np.argmax(window)), size)
-            value = float(window[u, v])
-            return {
-                **result,
-                "window": window,
-                "winner": [u, v],
-                "winner_position": [c, i * s + u, j * s + v],
-                "value": value,
-                "difference": value - engine,
-            }
-        mean = float(window.mean())
-        return {**result, "window": window, "value": mean, "difference": mean - engine}
-    if layer.kind == "dense":
-        (k,) = unit
-        w = layer.params["weight"][k].astype(np.float64)
-        terms = x * w
-        order = np.argsort(-np.abs(terms), kind="stable")[:DENSE_TERMS]
-        shape = tr.input_of(index - 1).shape[1:] if index > 0 else tr.x.shape[1:]
-        flat_from = shape if index > 0 and tr.model.layers[index - 1].kind == "flatten" else None
-        total = float(terms.sum())
-        bias = float(layer.params["bias"][k, 0])
-        pre = total + bias
-        listed = []
-        for n in order:
-            entry = {"index": int(n), "x": float(x[n]), "w": float(w[n]), "product": terms[n]}
-            if flat_from is not None and len(flat_from) > 1:
-                entry["from"] = [int(v) for v in np.unravel_index(n, flat_from)]
-            listed.append(entry)
-        return {
-            **base,
-            "terms": [{**t, "product": float(t["product"])} for t in listed],
-            "count": int(x.size),
-            "sum": total,
-            "rest": total - float(terms[order].sum()),
-            "bias": bias,
-            "preactivation": pre,
-            "difference": pre - engine,
-        }
-    if layer.kind == "flatten":
-        source = [int(v) for v in np.unravel_index(unit[0], x.shape)]
-        value = float(x[tuple(source)])
-        return {**base, "from": source, "value": value, "difference": value - engine}
-    # an activation or softmax with nothing linear before it: input and output
-    return {**base, "input": float(x[unit]), "difference": 0.0}
 
 
 def confusion_matrix(labels, predicted, classes=10):
@@ -606,7 +278,7 @@ class Inspector:
             raise InspectionError(f"layer must be an integer index, got {layer!r}")
         if not 0 <= layer < len(model.layers):
             raise InspectionError(f"layer {layer} is out of range (0 to {len(model.layers) - 1})")
-        unit = _unit_index(unit, model.shapes[layer], self.labels[layer])
+        unit = unit_index(unit, model.shapes[layer], self.labels[layer])
         return receptive_field(model, self.labels, int(layer), unit)
 
     # ----- the whole model -----
@@ -712,8 +384,8 @@ class Inspector:
     def confusion_cell(self, true, predicted, limit=CELL_LIMIT):
         """The test images of true class ``true`` predicted as ``predicted``, most
         confident first (by the predicted class's probability), at most ``limit``."""
-        true = _class_index(true, self.classes, "true class")
-        predicted = _class_index(predicted, self.classes, "predicted class")
+        true = class_index(true, self.classes, "true class")
+        predicted = class_index(predicted, self.classes, "predicted class")
         images, labels = self._test_arrays()
         probs, pred, _ = self._scored()
         idx = np.flatnonzero((labels == true) & (pred == predicted))
