@@ -327,21 +327,29 @@ def test_draw_inspect_click_and_browse_the_test_set(open_page, served, tmp_path,
     P.check()
     assert all(" 500 " not in line for line in log), log
 
-    # back to a drawn digit with a unit selected, for the screenshot
+    # back to a drawn digit, for the screenshot: from the drawing down to the arithmetic of
+    # a unit of the first conv layer, with another unit hovered
+    page.set_viewport_size({"width": 1400, "height": 1400})
     page.click("#clear")
     draw(page, THREE)
     wait_inspected(page, 3)
-    click_unit(page, 2, 2, 7, 12)
+    click_unit(page, 0, 1, 9, 12)
     page.wait_for_selector("#unit[data-kind='conv2d'] .eq.ok")
-    page.mouse.move(5, 5)
     page.evaluate("window.scrollTo(0, 0)")
-    screenshot(page, tmp_path, "")
+    cv = rect(page.locator('#acts .layer[data-layer="0"] canvas[data-channel="3"]'))
+    page.mouse.move(cv["x"] + cv["width"] * 14.5 / 24, cv["y"] + cv["height"] * 6.5 / 24)
+    page.wait_for_selector("#tip:not([hidden])")
+    panel = page.evaluate(
+        "(() => { const r = document.getElementById('unit')"
+        ".getBoundingClientRect(); return r.bottom + scrollY; })()"
+    )
+    screenshot(page, tmp_path, "", clip={"x": 0, "y": 0, "width": 1400, "height": panel + 16})
     P.check()
 
 
-def screenshot(page, tmp_path, suffix):
+def screenshot(page, tmp_path, suffix, clip=None):
     shot = tmp_path / f"inspect{suffix}.png"
-    page.screenshot(path=shot)
+    page.screenshot(path=shot, clip=clip, full_page=clip is not None)
     print(f"screenshot: {shot}")
     target = os.environ.get("NUMPYCNN_INSPECT_SCREENSHOT")
     if target:
@@ -358,10 +366,14 @@ def test_clear_drops_answers_to_requests_still_in_flight(open_page):
     page = P.page
     held = []
     page.route("**/api/{predict,inspect}", lambda route: held.append(route))
-    draw(page, THREE)
-    page.wait_for_function("() => true")
-    page.wait_for_timeout(50)  # the pointerup's request is sent
-    assert len(held) >= 2, [r.request.url for r in held]  # a predict and the inspect
+    with page.expect_request("**/api/inspect"):  # sent at the pointer's release
+        draw(page, THREE)
+    for _ in range(100):  # until the route handler has it too
+        if any(r.request.url.endswith("/api/inspect") for r in held):
+            break
+        page.wait_for_timeout(20)
+    urls = [r.request.url.rsplit("/", 1)[1] for r in held]
+    assert urls.count("predict") == 1 and urls.count("inspect") == 1, urls
     settled = page.evaluate("window.__settled")
     page.click("#clear")
     page.unroute("**/api/{predict,inspect}")
@@ -443,7 +455,7 @@ def test_phone_layout_touch_and_the_arithmetic_next_to_the_unit(open_page, tmp_p
     cv = page.locator('#acts .layer[data-layer="4"] canvas[data-channel="0"]')
     cv.scroll_into_view_if_needed()
     b = rect(cv)
-    page.touchscreen.tap(b["x"] + b["width"] * 0.35, b["y"] + b["height"] * 0.55)
+    cv.tap(position={"x": b["width"] * 0.35, "y": b["height"] * 0.55})
     page.wait_for_selector("#unit[data-kind='maxpool2d'] .eq")
     assert panel_title(page) == "5-maxpool2d: channel 0, row 5, column 3"
     row, box = rect(page.locator('#acts .layer[data-layer="4"]')), rect(page.locator("#unit"))
@@ -462,7 +474,7 @@ def test_phone_layout_touch_and_the_arithmetic_next_to_the_unit(open_page, tmp_p
     page.click("#cm-run")
     page.wait_for_selector("table.cm td button")
     P.check()
-    page.evaluate("window.scrollTo(0, 0)")
+    page.evaluate("window.scrollTo(0, 0); document.querySelector('header nav').scrollLeft = 0")
     screenshot(page, tmp_path, "-phone")
     P.check()
 
