@@ -135,6 +135,8 @@ def test_an_uploads_name_is_made_safe_for_one_line(reference):
     assert status == 400 and r["error"].startswith("seven.png: not an image"), r
     status, r = request(url + "/api/predict", {**image_body(b"text"), "name": 7})
     assert status == 400 and "'name' must be a string" in r["error"]
+    status, r = request(url + "/api/predict", {"image": "data:image/png;base64,", "name": "e.png"})
+    assert status == 400 and r["error"] == "e.png: 'image' is empty (the file has no bytes)"
 
 
 # ----- the softmax made visible -----

@@ -181,16 +181,17 @@ def _body_input(body):
     value = body[key]
     if key == "image":
         name = _file_name(body)
+        about = f"{name}: " if name else ""
         if not isinstance(value, str):
-            raise RequestError(400, "'image' must be a base64 string or a data: URL")
+            raise RequestError(400, f"{about}'image' must be a base64 string or a data: URL")
         if value.startswith("data:"):
             value = value.partition(",")[2]
         try:
             value = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            raise RequestError(400, "'image' is not valid base64") from None
+            raise RequestError(400, f"{about}'image' is not valid base64") from None
         if not value:
-            raise RequestError(400, f"{name + ': ' if name else ''}'image' is empty")
+            raise RequestError(400, f"{about}'image' is empty (the file has no bytes)")
         return {"image": value, "name": name}
     if key == "pixels" and not (
         isinstance(value, list)
