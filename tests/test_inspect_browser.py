@@ -163,7 +163,7 @@ def touch_draw(page, points, steps=6):
 
 
 def wait_inspected(page, predicted=None):
-    page.wait_for_function("() => document.querySelectorAll('#acts .layer').length === 10")
+    page.wait_for_selector('#acts .layer[data-layer="8"]')  # the last layer
     if predicted is not None:
         page.wait_for_function(
             f"() => document.getElementById('verdict').dataset.predicted === '{predicted}'"
@@ -209,6 +209,15 @@ def test_draw_inspect_click_and_browse_the_test_set(open_page, served, tmp_path,
         ".getImageData(0, 0, 28, 28).data.filter((_, i) => i % 4 === 0))"
     )
     np.testing.assert_array_equal(np.array(seen).reshape(28, 28), array(api["digit"]))
+    # the probabilities on a log scale: 1e-8 to 1 across the bar
+    widths = page.locator("#probs .bar i").evaluate_all("(a) => a.map((e) => e.style.width)")
+    page.check("#plog")
+    logw = page.locator("#probs .bar i").evaluate_all("(a) => a.map((e) => e.style.width)")
+    for p, linear, log in zip(api["probabilities"], widths, logw):
+        assert float(linear.rstrip("%")) == pytest.approx(100 * p, abs=0.01)
+        expect = 100 * min(1, max(0, (math.log10(max(p, 1e-30)) + 8) / 8))
+        assert float(log.rstrip("%")) == pytest.approx(expect, abs=0.01)
+    page.uncheck("#plog")
     # the softmax, with the API's logits
     page.click("#softmax summary")
     for k in (0, 3):
@@ -250,18 +259,20 @@ def test_draw_inspect_click_and_browse_the_test_set(open_page, served, tmp_path,
     assert sel.count() == 1  # the unit, not its whole channel
     s = rect(sel)
     assert 8 <= s["width"] <= 12 and 8 <= s["height"] <= 12
-    # on the layer before (2-relu, 24x24): a 5x5 window in each of its 8 channels
-    prev = page.locator('#acts .layer[data-layer="1"] .hl-rf')
-    assert prev.count() == 8
-    assert rect(prev.first)["width"] == pytest.approx(5 * 8 + 2, abs=1)
-    # on the input: 9x9 pixels (two 5x5 convolutions), rows 7-15, columns 12-20
-    rf = page.locator('#acts .layer[data-layer="in"] .hl-rf')
-    assert rf.count() == 1
-    assert rect(rf)["width"] == pytest.approx(9 * 8 + 2, abs=1)
-    assert page.evaluate("(e) => [e.style.left, e.style.top]", rf.element_handle()) == [
-        "96px",
-        "56px",
-    ]
+    # the receptive field the API computes, outlined on the layer before (2-relu: a 5x5
+    # window in each of its 8 channels) and on the input (9x9 pixels); 8 px per unit on both
+    _, field = request(url + "/api/field?layer=2&unit=2,7,12")
+    assert field["input"]["ranges"][1:] == [[7, 16], [12, 21]]
+    for key, where in (("previous", "1"), ("input", "in")):
+        (c0, c1), (r0, r1), (q0, q1) = field[key]["ranges"]
+        boxes = page.locator(f'#acts .layer[data-layer="{where}"] .hl-rf').all()
+        assert len(boxes) == c1 - c0
+        for box in boxes:
+            style = box.evaluate(
+                "(e) => [e.style.left, e.style.top, e.style.width, e.style.height]"
+            )
+            size = [f"{(q1 - q0) * 8 + 2}px", f"{(r1 - r0) * 8 + 2}px"]
+            assert style == [f"{q0 * 8}px", f"{r0 * 8}px", *size]
 
     # ... and a bar of the last layer: the class score, with its largest terms, marked
     bars = page.locator('#acts .layer[data-layer="8"] .barbox canvas')
@@ -722,4 +733,18 @@ def test_out_of_distribution_inputs_are_flagged_by_the_prediction(open_page):
     assert page.inner_text("#ood").startswith("Unlike a training digit.")
     verdict, ood = rect(page.locator("#verdict")), rect(page.locator("#ood"))
     assert 0 < ood["y"] - verdict["y"] < 120  # right by the prediction
+    P.check()
+
+
+def test_the_arithmetic_opens_under_its_layer_at_1024_px(open_page):
+    """Issue 17.6: below 1100 px the arithmetic used to open below all activations."""
+    P = open_page(1024, 800)
+    page = P.page
+    draw(page, THREE)
+    wait_inspected(page, 3)
+    click_unit(page, 4, 3, 2, 5)
+    page.wait_for_selector("#unit[data-kind='maxpool2d'] .eq")
+    row, box = rect(page.locator('#acts .layer[data-layer="4"]')), rect(page.locator("#unit"))
+    assert 0 <= box["y"] - (row["y"] + row["height"]) <= 16
+    assert box["y"] < 800
     P.check()
