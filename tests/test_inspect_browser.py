@@ -241,6 +241,15 @@ def test_draw_inspect_click_and_browse_the_test_set(open_page, served, tmp_path,
     assert js_number(float(acts2[2, 7, 12]), 5) in tip
     assert page.locator("#tip .k canvas").count() == 8  # the kernel it uses, per channel
 
+    # ... and on the input: its grey level and the normalised value layer 1 reads
+    cv = page.locator('#acts .layer[data-layer="in"] canvas')
+    cv.scroll_into_view_if_needed()
+    b = rect(cv)
+    page.mouse.move(b["x"] + b["width"] * 14.5 / 28, b["y"] + b["height"] * 10.5 / 28)
+    page.wait_for_function("() => document.getElementById('tip').textContent.includes('row 10,')")
+    normalised = float(array(api["input"])[0, 10, 14])
+    assert f"normalised {js_number(normalised, 5)}" in page.inner_text("#tip")
+
     # 3. click a unit of the second conv layer: its arithmetic, equal to the forward pass,
     # in a panel right under that layer; the unit and its receptive fields are outlined
     click_unit(page, 2, 2, 7, 12)
