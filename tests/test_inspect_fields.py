@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_inspect_api import request, serving
+from test_inspect_api import array, request, serving
 
 from numpycnn.config import load_config
 from numpycnn.data import Normalization
@@ -189,10 +189,13 @@ def test_the_api_gives_fields_and_geometry(reference_params_path):
             "1-conv2d",
             "input",
         ]
-        status, u = request(url + "/api/unit", {"pixels": [0] * 784, "layer": 2, "unit": [5, 8, 7]})
-        assert status == 200 and u["field"]["filter"] == 5
-        (c0, c1), (r0, r1), (q0, q1) = u["field"]["previous"]["ranges"]
-        assert [r0, r1] == u["rows"] and [q0, q1] == u["cols"] and [c0, c1] == [0, 8]
+        for clicked in (2, 3):  # the conv unit, and the ReLU after it: the conv's field
+            body = {"pixels": [0] * 784, "layer": clicked, "unit": [5, 8, 7]}
+            status, u = request(url + "/api/unit", body)
+            assert status == 200 and u["field"]["filter"] == 5 and u["field"]["layer"] == 2
+            (c0, c1), (r0, r1), (q0, q1) = u["field"]["previous"]["ranges"]
+            assert [r0, r1] == u["rows"] and [q0, q1] == u["cols"] and [c0, c1] == [0, 8]
+            np.testing.assert_array_equal(array(u["field"]["kernel"]), array(u["kernel"]))
         for target, message in [
             ("/api/field?layer=9&unit=0", "layer 9 is out of range"),
             ("/api/field?layer=0&unit=8,0,0", "unit [8, 0, 0] is outside layer 1-conv2d"),

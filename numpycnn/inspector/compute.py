@@ -265,9 +265,10 @@ class Inspector:
         }
 
     def unit(self, tr, layer, unit):
-        """``unit_arithmetic`` of the traced image, with the clicked unit's ``field``."""
+        """``unit_arithmetic`` of the traced image, with the ``field`` of the unit whose
+        arithmetic it shows (for a ReLU clicked, the conv or dense unit before it)."""
         result = unit_arithmetic(tr, layer, unit)
-        result["field"] = self.field(layer, unit)
+        result["field"] = self.field(result["layer"], unit)
         return result
 
     def field(self, layer, unit):
