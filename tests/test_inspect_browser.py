@@ -283,6 +283,12 @@ def test_draw_inspect_click_and_browse_the_test_set(open_page, served, tmp_path,
             size = [f"{(q1 - q0) * 8 + 2}px", f"{(r1 - r0) * 8 + 2}px"]
             assert style == [f"{q0 * 8}px", f"{r0 * 8}px", *size]
 
+    # a ReLU unit shows the conv unit it acts on: outlined on 3-conv2d, its window on 2-relu
+    click_unit(page, 3, 2, 7, 12)
+    page.wait_for_function("() => document.getElementById('unit').dataset.layer === '3'")
+    assert page.locator('#acts .layer[data-layer="2"] .hl-rf').count() == 1
+    assert page.locator('#acts .layer[data-layer="1"] .hl-rf').count() == 8
+
     # ... and a bar of the last layer: the class score, with its largest terms, marked
     bars = page.locator('#acts .layer[data-layer="8"] .barbox canvas')
     bars.scroll_into_view_if_needed()
