@@ -7,28 +7,47 @@ from pathlib import Path
 
 import click
 
-from numpycnn.data import load_mnist, resolve_data_dir, resolve_mirrors
+from numpycnn.data import DataError, load_mnist, resolve_data_dir, resolve_mirrors
 from numpycnn.modelfile import load_model
 
-from .options import data_options, reports_errors, threads_option
+from .options import DEFAULT_MODEL, data_options, reports_errors, threads_option
 
 
-def _test_set(saved, data_dir, mirrors):
-    """A loader of the MNIST test images, called by the server on the first request."""
+def _mnist(saved, data_dir, mirrors):
+    """Loaders of the MNIST test set and training images, for the server to call when
+    first needed; the files are read once, for both. The test set (the confusion matrix)
+    is downloaded if missing; the training images (the out-of-distribution cue) only read
+    from the data directory, so that starting the page never waits for a download."""
     cfg_data = (saved.config or {}).get("data", {})
+    directory = resolve_data_dir(data_dir, cfg_data.get("data_dir"))
+    lock, loaded = threading.Lock(), []
 
-    def load():
-        mnist = load_mnist(
-            resolve_data_dir(data_dir, cfg_data.get("data_dir")),
-            resolve_mirrors(mirrors, cfg_data.get("mirrors", ())),
-        )
-        return mnist.test_images, mnist.test_labels
+    def mnist(download=True):
+        with lock:
+            if not loaded:
+                try:
+                    mirrors_ = resolve_mirrors(mirrors, cfg_data.get("mirrors", ()))
+                    loaded.append(load_mnist(directory, mirrors_ if download else []))
+                except DataError:
+                    if download:
+                        raise
+                    raise DataError(
+                        f"the MNIST files are not in {directory / 'mnist'} yet "
+                        "(`numpycnn download`, or open the test set's confusion matrix)"
+                    ) from None
+        return loaded[0]
 
-    return load
+    def test_set():
+        return mnist().test_images, mnist().test_labels
+
+    def train_set():
+        return mnist(download=False).train_images
+
+    return test_set, train_set
 
 
 @click.command("inspect")
-@click.argument("params", default="params.pkl", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("params", default=DEFAULT_MODEL, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -53,9 +72,11 @@ def _test_set(saved, data_dir, mirrors):
     "--save",
     type=click.Path(file_okay=False, path_type=Path),
     metavar="DIR",
-    help="Write PNG figures into DIR instead of serving: the filters and the training "
-    "cost, and with --image the input as the network sees it, its probabilities, every "
-    "layer's activations and the saliency map (needs pip install 'numpycnn[plot]').",
+    help="Write PNG figures into DIR instead of serving: the filters (filters.png) and the "
+    "training cost, with the accuracy per epoch when the file has it (training.png); with "
+    "--image also the input as the network sees it and its probabilities (input.png), every "
+    "layer's activations (activations.png) and the saliency map (saliency.png). Needs pip "
+    "install 'numpycnn[plot]'.",
 )
 @click.option(
     "--class",
@@ -72,7 +93,7 @@ def inspect_command(
 ):
     """See inside a trained network: a local page to draw a digit and watch every layer.
 
-    PARAMS is a model file from `numpycnn train` (default params.pkl) or a 2018
+    PARAMS is a model file from `numpycnn train` (default default.pkl) or a 2018
     reference pickle. The page shows the 28x28 input the network sees and its class
     probabilities as you draw; every layer's activations; any unit's arithmetic (click
     it); the backward pass for the image (saliency map, the gradient reaching each layer,
@@ -85,23 +106,27 @@ def inspect_command(
 
     \b
     Examples:
-      numpycnn inspect params.pkl
-      numpycnn inspect params.pkl --image seven.png --save figures/
+      numpycnn inspect default.pkl
+      numpycnn inspect default.pkl --image seven.png --save figures/
     """
     if image is not None and save is None:
         raise click.UsageError("--image is used with --save DIR (the page has its own input)")
     if target is not None and image is None:
         raise click.UsageError("--class is used with --image")
     if save is not None:
-        from .plots import require_matplotlib
-
-        require_matplotlib()
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.ClickException(
+                "--save needs matplotlib, which is not installed: pip install 'numpycnn[plot]'"
+            ) from None
     saved = load_model(params)
 
     from numpycnn.inspector import Inspector
 
+    test_set, train_set = _mnist(saved, data_dir, mirrors)
     inspector = Inspector(
-        saved, test_set=_test_set(saved, data_dir, mirrors), threads=threads, name=params.name
+        saved, test_set=test_set, train_set=train_set, threads=threads, name=params.name
     )
     if save is not None:
         from .inspect_figures import save_figures
@@ -110,6 +135,13 @@ def inspect_command(
             click.echo(f"wrote {path}")
         return
     serve(inspector, host, port, open_browser=not no_browser)
+
+
+def _warm(inspector):
+    try:
+        inspector.warm()
+    except Exception as exc:  # a background nicety: say so in one line, keep serving
+        click.echo(f"the out-of-distribution cue is unavailable: {exc}", err=True)
 
 
 def serve(inspector, host, port, open_browser=True):
@@ -132,6 +164,8 @@ def serve(inspector, host, port, open_browser=True):
         click.echo(f"numpycnn inspect: {inspector.name} at {server.url}  (Ctrl-C to stop)")
         if open_browser:
             threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+        # the out-of-distribution cue's training sample, ready before the first drawing
+        threading.Thread(target=_warm, args=(inspector,), daemon=True).start()
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo("stopped", err=True)

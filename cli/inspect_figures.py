@@ -134,6 +134,44 @@ def filters_figure(filters):
     return fig
 
 
+def training_figure(history, name):
+    """The per-batch cost on a log scale with a running mean and, when the model file
+    holds per-epoch history, the training and validation accuracy per epoch."""
+    import matplotlib.pyplot as plt
+
+    epochs = [e for e in history["epochs"] if isinstance(e, dict) and "epoch" in e]
+    panels = 2 if epochs else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4), squeeze=False)
+    ax = axes[0, 0]
+    cost = np.array([np.nan if c is None else c for c in history["cost"]], dtype=float)
+    every = history["cost_every"]
+    batches = (np.arange(cost.size) + 0.5) * every if every > 1 else np.arange(cost.size)
+    label = "batch cost" if every == 1 else f"batch cost (mean of {every})"
+    ax.plot(batches, cost, color="tab:gray", alpha=0.45, linewidth=0.6, label=label)
+    window = max(1, cost.size // 50)
+    if cost.size >= window > 1:
+        smooth = np.convolve(cost, np.ones(window) / window, mode="valid")
+        ax.plot(batches[window - 1 :], smooth, color="tab:red", label=f"running mean of {window}")
+    if np.nanmin(cost, initial=np.inf) > 0:
+        ax.set_yscale("log")
+    ax.set(title=f"{name}: training cost ({history['batches']:,} batches)", xlabel="batch")
+    ax.set_ylabel(history["loss"])
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if epochs:
+        ax = axes[0, 1]
+        numbers = [e["epoch"] for e in epochs]
+        for key, what in (("train_accuracy", "training"), ("val_accuracy", "validation")):
+            values = [np.nan if e.get(key) is None else e[key] for e in epochs]
+            if not np.isnan(values).all():
+                ax.plot(numbers, values, marker="o", label=what)
+        ax.set(title="accuracy per epoch", xlabel="epoch", ylabel="accuracy")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def save_figures(inspector, directory, image=None, target=None):
     """Write the figures into ``directory`` (created if needed); returns their paths."""
     import matplotlib
@@ -160,4 +198,8 @@ def save_figures(inspector, directory, image=None, target=None):
     filters = inspector.filters()
     if filters:
         written.append(_write(filters_figure(filters), directory / "filters.png"))
+    history = inspector.history()
+    if history["batches"]:
+        figure = training_figure(history, inspector.name or "the model")
+        written.append(_write(figure, directory / "training.png"))
     return written

@@ -270,7 +270,12 @@ def test_saliency_agrees_with_central_differences(reference, drawn):
     digit = load_digit(drawn[1])
     _, r = request(url + "/api/inspect", {"pixels": digit.ravel().tolist(), "class": 4})
     q = r["backward"]["quantity"]
-    assert q == {"kind": "score", "class": 4, "value": pytest.approx(r["logits"][4])}
+    assert q == {
+        "kind": "score",
+        "class": 4,
+        "value": pytest.approx(r["logits"][4]),
+        "reason": "requested",
+    }
     saliency = array(r["backward"]["input"])  # float32 on the wire
     exact = inspector.backward(inspector.trace(digit), target=4)["input"]  # float64
     np.testing.assert_allclose(saliency, exact.astype(np.float32))

@@ -13,6 +13,8 @@ from cli_helpers import error_line, invoke
 from PIL import Image
 from test_inspect_api import image_body, request
 
+from numpycnn.modelfile import load_model, save_model
+
 
 def start(*args, env=None):
     """``numpycnn inspect ARGS --no-browser`` in its own process; (process, URL line)."""
@@ -79,7 +81,7 @@ def test_save_writes_the_figures(reference_params_path, seven_png, tmp_path):
     out = tmp_path / "figures"
     result = invoke("inspect", reference_params_path, "--image", seven_png, "--save", out)
     assert result.exit_code == 0, result.output
-    names = ["input.png", "activations.png", "saliency.png", "filters.png"]
+    names = ["input.png", "activations.png", "saliency.png", "filters.png", "training.png"]
     assert result.stdout.splitlines() == [f"wrote {out / name}" for name in names]
     for name in names:
         with Image.open(out / name) as im:
@@ -89,10 +91,42 @@ def test_save_writes_the_figures(reference_params_path, seven_png, tmp_path):
     assert not list(out.glob(".*.tmp"))  # written atomically, nothing left behind
 
 
-def test_save_without_an_image_writes_the_filters(reference_params_path, tmp_path):
+def test_save_without_an_image_writes_the_filters_and_training(reference_params_path, tmp_path):
     result = invoke("inspect", reference_params_path, "--save", tmp_path)
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"wrote {tmp_path / 'filters.png'}\n"
+    assert result.stdout == f"wrote {tmp_path / 'filters.png'}\nwrote {tmp_path / 'training.png'}\n"
+
+
+def test_the_training_figure_shows_the_cost_and_the_epochs(tmp_path, reference_params_path):
+    """--help promises the training cost: training.png has it, and the per-epoch accuracy
+    when the model file holds it; a file without any history gets no such figure."""
+    saved = load_model(reference_params_path)
+    history = [
+        {"epoch": 1, "train_loss": 0.3, "train_accuracy": 0.9, "val_accuracy": 0.95},
+        {"epoch": 2, "train_loss": 0.1, "train_accuracy": 0.97, "val_accuracy": 0.98},
+    ]
+    with_epochs = tmp_path / "with-epochs.pkl"
+    save_model(with_epochs, saved.model, saved.normalization, cost=saved.cost, history=history)
+    bare = tmp_path / "bare.pkl"
+    save_model(bare, saved.model, saved.normalization, cost=[])
+    sizes = {}
+    for path in (reference_params_path, with_epochs):
+        out = tmp_path / path.stem
+        assert invoke("inspect", path, "--save", out).exit_code == 0
+        with Image.open(out / "training.png") as im:
+            assert im.format == "PNG" and np.asarray(im.convert("L")).std() > 5
+            sizes[path.stem] = im.size
+    # the per-epoch panel makes it wider
+    assert sizes["with-epochs"][0] > 1.5 * sizes[reference_params_path.stem][0]
+    result = invoke("inspect", bare, "--save", tmp_path / "bare")
+    assert result.exit_code == 0 and "training.png" not in result.stdout
+
+
+def test_save_without_matplotlib_names_its_own_option(reference_params_path, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    line = error_line(invoke("inspect", reference_params_path, "--save", tmp_path / "f"))
+    assert line == "--save needs matplotlib, which is not installed: pip install 'numpycnn[plot]'"
+    assert not (tmp_path / "f").exists()
 
 
 @pytest.mark.parametrize(
@@ -124,4 +158,6 @@ def test_help_reads_like_documentation():
     assert result.exit_code == 0
     for words in ("draw a digit", "--no-browser", "--save DIR", "Ctrl-C", "no authentication"):
         assert words in result.stdout
+    for name in ("filters.png", "training.png", "input.png", "activations.png", "saliency.png"):
+        assert name in result.stdout  # every figure --save writes, and only those
     assert "inspect" in invoke("--help").stdout

@@ -1,6 +1,9 @@
 """``numpycnn inspect``: a model shown from the inside.
 
-- ``compute``: every number the page shows, computed by the engine (``Inspector``).
+- ``compute``: every number the page shows, computed by the engine (``Inspector``), from
+  ``tracing`` (the forward pass on copies of the layers), ``backprop`` (the backward pass,
+  negligible gradients, the softmax step by step), ``arithmetic`` (a unit's sum),
+  ``fields`` (receptive fields) and ``novelty`` (does the input look like a digit at all).
 - ``server``: the local HTTP server and its JSON API over an ``Inspector``.
 - ``page.html``: the page itself, one self-contained file with no build step.
 """

@@ -9,11 +9,34 @@ API (JSON in, JSON out; arrays as ``{"shape": [...], "float32"|"uint8": base64}`
 endian, which the page reads straight into typed arrays):
 
 - ``GET /api/model``: the network, layer by layer.
-- ``POST /api/predict``: ``{"image": base64 file | "pixels": [784] | "test_index": n}`` ->
-  the 28x28 digit the network sees, its probabilities and prediction.
-- ``POST /api/inspect``: the same input, optional ``"class"`` or ``"label"`` -> the
-  prediction, every layer's activations and the backward pass.
-- ``POST /api/unit``: the input, ``"layer"`` and ``"unit"`` -> that unit's arithmetic.
+- ``POST /api/predict``: ``{"image": base64 file | "pixels": [784] | "test_index": n}``
+  (with an image, optionally ``"name"``: the file's name, which its errors then name) ->
+  the 28x28 ``digit`` the network sees, its ``probabilities`` and ``predicted`` class;
+  ``true_label`` and ``misclassified`` for a test image (else null); ``softmax``, the
+  softmax step by step (``logits``, their ``max``, ``shifted`` = z - max, ``exp``, their
+  ``sum``, ``probabilities`` = exp / sum; null when the network ends in no softmax);
+  ``ood``, whether the input looks like a digit at all (``novelty.Novelty.judge``:
+  ``flag``, a one-sentence ``text``, the feature distance ``score`` to the nearest
+  training digit with its ``threshold``, ``percentile`` and ``measure``, the ``ink`` and
+  its ``ink_range``; ``{"flag": null, "text": why}`` without the MNIST training images).
+- ``POST /api/inspect``: the same input, optional ``"class"`` or ``"label"`` -> all of
+  the above, the ``logits``, the normalised ``input`` (C, H, W), every layer's
+  ``activations`` and the ``backward`` pass: its ``quantity`` (with ``reason``: a
+  misclassified test image's default is the loss for its true label), the saliency
+  ``input`` = dQ/dx, ``input_times_gradient`` (dQ/dx times the normalised input, its
+  ``_range`` and ``_sum``), and for every map its largest |value| (``input_max_abs``,
+  each layer's ``max_abs`` and ``weight_grad_max_abs``), its size ``relative`` to the
+  same map for the class score of the same class (``reference`` says so in words) and
+  ``negligible`` when that is below ``negligible_below`` (1e-6), or the map is all zeros.
+- ``POST /api/unit``: the input, ``"layer"`` and ``"unit"`` -> that unit's arithmetic and
+  its receptive ``field`` (as below).
+- ``GET /api/field?layer=L&unit=a,b,c``: the receptive field of that unit, no image needed:
+  ``input`` and ``previous`` (the layer before), and ``chain``, the region of every earlier
+  layer's output, each ``{"layer", "of", "shape", "ranges": [[start, stop), ...]}`` (one
+  half-open range per dimension, clipped to the map); a conv unit's ``filter`` and
+  ``kernel``, a flatten unit's ``from`` (channel, row, column). ``/api/model``'s layers
+  carry their ``geometry`` (window kernel, stride, padding; elementwise; flatten ``from``
+  shape; dense) for the page to walk regions itself.
 - ``GET /api/filters``, ``GET /api/history``.
 - ``GET /api/confusion``: the test set's confusion matrix (computed once, cached).
 - ``GET /api/confusion/cell?true=T&predicted=P``: that cell's images, most confident first.
@@ -130,6 +153,25 @@ def make_server(inspector, host="127.0.0.1", port=0, log=None):
     return InspectServer((host, port), inspector, log)
 
 
+#: Longest upload name kept for error messages.
+NAME_LENGTH = 120
+
+
+def _file_name(body):
+    """The uploaded file's ``name`` from a request body, made safe for a one-line message
+    (its last path component, control characters dropped, shortened); None if absent."""
+    name = body.get("name")
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise RequestError(400, f"'name' must be a string (the file's name), got {name!r:.40}")
+    name = "".join(ch for ch in name.replace("\\", "/").rsplit("/", 1)[-1] if ch.isprintable())
+    name = " ".join(name.split())
+    if len(name) > NAME_LENGTH:
+        name = name[: NAME_LENGTH - 3] + "..."
+    return name or None
+
+
 def _body_input(body):
     """The keyword arguments of ``Inspector.digit`` from a request body."""
     keys = {"image", "pixels", "test_index"} & set(body)
@@ -138,17 +180,19 @@ def _body_input(body):
     (key,) = keys
     value = body[key]
     if key == "image":
+        name = _file_name(body)
+        about = f"{name}: " if name else ""
         if not isinstance(value, str):
-            raise RequestError(400, "'image' must be a base64 string or a data: URL")
+            raise RequestError(400, f"{about}'image' must be a base64 string or a data: URL")
         if value.startswith("data:"):
             value = value.partition(",")[2]
         try:
             value = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            raise RequestError(400, "'image' is not valid base64") from None
+            raise RequestError(400, f"{about}'image' is not valid base64") from None
         if not value:
-            raise RequestError(400, "'image' is empty")
-        return {"image": value}
+            raise RequestError(400, f"{about}'image' is empty (the file has no bytes)")
+        return {"image": value, "name": name}
     if key == "pixels" and not (
         isinstance(value, list)
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
@@ -169,6 +213,9 @@ def _optional_int(body, key):
 class Handler(BaseHTTPRequestHandler):
     server_version = "numpycnn-inspect"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm the body of a
+    # small answer waits for the client's delayed ACK of the headers (~40 ms on Linux).
+    disable_nagle_algorithm = True
     timeout = 60  # seconds a silent connection may hold its thread
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
@@ -316,14 +363,40 @@ class Handler(BaseHTTPRequestHandler):
                 raise RequestError(400, message) from None
         self._json(self.server.inspector.confusion_cell(**args))
 
+    def field(self, url):
+        query = parse_qs(url.query)
+        if "layer" not in query or "unit" not in query:
+            raise RequestError(400, "give 'layer' (an index from 0) and 'unit' (e.g. 3,11,9)")
+        try:
+            layer = int(query["layer"][0])
+            unit = [int(v) for v in query["unit"][0].split(",")]
+        except ValueError:
+            raise RequestError(400, "'layer' and 'unit' must be integers (unit: a,b,c)") from None
+        self._json(self.server.inspector.field(layer, unit))
+
     def _digit(self, body):
         return self.server.inspector.digit(**_body_input(body))
 
+    def _about(self, body, digit, tr):
+        """What predict and inspect both say of the input: prediction, softmax steps, the
+        true label of a test image and the out-of-distribution cue."""
+        ins = self.server.inspector
+        predicted = int(np.argmax(tr.logits))
+        true_label = ins.test_label(body["test_index"]) if "test_index" in body else None
+        return {
+            "probabilities": tr.probabilities.tolist(),
+            "predicted": predicted,
+            "true_label": true_label,
+            "misclassified": None if true_label is None else predicted != true_label,
+            "softmax": ins.softmax(tr),
+            "ood": ins.ood(digit),
+        }
+
     def predict(self, url):
         ins = self.server.inspector
-        digit = self._digit(self._read_json())
-        result = ins.predict(digit)
-        self._json({"digit": digit, **result, "probabilities": result["probabilities"].tolist()})
+        body = self._read_json()
+        digit = self._digit(body)
+        self._json({"digit": digit, **self._about(body, digit, ins.trace(digit))})
 
     def inspect(self, url):
         ins = self.server.inspector
@@ -331,15 +404,17 @@ class Handler(BaseHTTPRequestHandler):
         digit = self._digit(body)
         target, label = _optional_int(body, "class"), _optional_int(body, "label")
         tr = ins.trace(digit)
+        about = self._about(body, digit, tr)
         self._json(
             {
                 "digit": digit,
-                "probabilities": tr.probabilities.tolist(),
-                "predicted": int(np.argmax(tr.logits)),
+                **about,
                 "logits": tr.logits.tolist(),
                 "input": tr.x[0],
                 "activations": ins.activations(tr),
-                "backward": ins.backward(tr, target=target, label=label),
+                "backward": ins.backward(
+                    tr, target=target, label=label, true_label=about["true_label"]
+                ),
             }
         )
 
@@ -359,5 +434,6 @@ class Handler(BaseHTTPRequestHandler):
         "/api/history": history,
         "/api/confusion": confusion,
         "/api/confusion/cell": confusion_cell,
+        "/api/field": field,
     }
     POST = {"/api/predict": predict, "/api/inspect": inspect, "/api/unit": unit}
