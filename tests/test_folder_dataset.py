@@ -452,3 +452,16 @@ def test_real_mnist_pngs_read_back_exactly(mnist, tmp_path):
             got = sorted(x.tobytes() for x in got_x[got_y == digit, 0])
             want = sorted(x.tobytes() for x in want_x[want_y == digit])
             assert got == want, digit
+
+
+def test_default_threads_follow_the_file_size(monkeypatch):
+    """Several threads only for large files, where decoding (without the GIL) dominates."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+
+    class Scan:
+        stats = [(300, 0)] * 5
+
+    assert folder._threads(None, Scan) == 1
+    Scan.stats = [(60_000, 0)] * 5
+    assert folder._threads(None, Scan) == 2
+    assert folder._threads(3, Scan) == 3

@@ -21,7 +21,8 @@ Steps, in order:
    (thin strokes, textures) into noise. Large JPEGs are first decoded at a reduced scale
    (Pillow's draft mode) that still leaves at least twice the final size, as Pillow's own
    ``thumbnail`` does: the Lanczos step then sees enough pixels, and a 12-megapixel photo
-   decodes about ten times faster.
+   decodes to 32x32 in 9 ms instead of 163 ms (measured here; the results differ by 0.3
+   grey levels on average).
 
 Failures are ``imageprep.ImageError``, whose message names the file and the reason.
 """
