@@ -465,3 +465,12 @@ def test_default_threads_follow_the_file_size(monkeypatch):
     Scan.stats = [(60_000, 0)] * 5
     assert folder._threads(None, Scan) == 2
     assert folder._threads(3, Scan) == 3
+
+
+def test_linked_folders_are_followed_once(tmp_path):
+    class_tree(tmp_path / "t", {"a": 3, "b": 2})
+    class_tree(tmp_path / "elsewhere", {"more": 2})
+    (tmp_path / "t" / "a" / "loop").symlink_to(tmp_path / "t" / "a")  # back up the tree
+    (tmp_path / "t" / "b" / "more").symlink_to(tmp_path / "elsewhere" / "more")
+    ds = load(tmp_path / "t", None, input_shape=[1, 8, 8], test_fraction=0.4)
+    assert np.bincount(np.concatenate([ds.train_labels, ds.test_labels])).tolist() == [3, 4]

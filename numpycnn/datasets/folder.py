@@ -170,7 +170,7 @@ def _threads(threads, scan):
     """The decoding threads: as asked, else one per usable CPU (at most 4) for files of
     16 KB or more on average, else one. Pillow decodes without the GIL, but a small file
     costs mostly Python (opening, header parsing): measured on 2 cores, 2 threads decoded
-    640x480 JPEGs 1.5-1.7x faster than 1, and MNIST's 28x28 PNGs 0.8-1.0x as fast."""
+    640x480 JPEGs 1.5-1.7x as fast as 1, MNIST's 28x28 PNGs 0.77-1.15x as fast."""
     if threads is None:
         sizes = [size for size, _ in scan.stats if size > 0]
         if not sizes or sum(sizes) / len(sizes) < LARGE_FILE:
@@ -203,23 +203,36 @@ def _subfolders(folder):
         raise DataError(f"{folder}: cannot list the folder ({exc.strerror})") from None
 
 
-def _image_files(folder):
-    """Image files under ``folder``, recursively, links followed (each folder once)."""
-    found, seen = [], set()
-
-    def fail(exc):
-        raise DataError(f"{exc.filename}: cannot list the folder ({exc.strerror})")
-
-    for current, dirs, files in os.walk(folder, onerror=fail, followlinks=True):
-        st = os.stat(current)
+def _image_files(folder, root):
+    """(path relative to ``root`` with "/", size, mtime_ns) of each image file under
+    ``folder``, recursively, links followed (each folder once), sorted by path. Plain
+    strings and ``os.scandir``: a folder of 70,000 files is listed in a fraction of a
+    second, which is most of a cached start."""
+    found, seen, pending = [], set(), [os.fspath(folder)]
+    prefix = len(os.fspath(root)) + 1
+    while pending:
+        current = pending.pop()
+        try:
+            st = os.stat(current)
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise DataError(f"{current}: cannot list the folder ({exc.strerror})") from None
         if (st.st_dev, st.st_ino) in seen:  # a link back up the tree
-            dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and name.lower().endswith(EXTENSIONS):
-                found.append(Path(current, name))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                pending.append(entry.path)
+            elif entry.name.lower().endswith(EXTENSIONS):
+                try:
+                    info = entry.stat()
+                    stat = (info.st_size, info.st_mtime_ns)
+                except OSError:
+                    stat = (-1, -1)  # gone or unreadable: decoding will say why
+                found.append((entry.path[prefix:].replace(os.sep, "/"), *stat))
     return sorted(found)
 
 
@@ -255,21 +268,15 @@ def _scan(root):
         )
     for folder, part in parts:
         for label, name in enumerate(scan.classes):
-            files = _image_files(folder / name)
+            files = _image_files(folder / name, root)
             if not files:
                 raise DataError(
                     f"{folder / name}: no image files ({', '.join(EXTENSIONS)}) in the folder"
                 )
-            for file in files:
-                try:
-                    st = file.stat()
-                    stat = (st.st_size, st.st_mtime_ns)
-                except OSError:
-                    stat = (-1, -1)  # gone or unreadable: decoding will say why
-                scan.files.append(file.relative_to(root).as_posix())
-                scan.labels.append(label)
-                scan.parts.append(part)
-                scan.stats.append(stat)
+            scan.files += [file for file, _, _ in files]
+            scan.stats += [(size, mtime) for _, size, mtime in files]
+            scan.labels += [label] * len(files)
+            scan.parts += [part] * len(files)
     return scan
 
 
