@@ -69,6 +69,7 @@ def mixed_tree(root):
     keyed.info["transparency"] = 1
     put("cow/keyed.png", keyed, 255)  # the transparent palette entry shows white
     put("cow/photo.jpg", Image.new("RGB", (28, 28), (40, 40, 40)), 40)
+    put("cow/print.jpg", Image.new("CMYK", (28, 28), (0, 0, 0, 0)), 255)  # no ink: white
     # Broken: a truncated PNG, text named .jpg, an empty file, a JPEG cut short.
     raw = (root / "ant/grey.png").read_bytes()
     (root / "ant/truncated.png").write_bytes(raw[: len(raw) // 2])
@@ -91,7 +92,7 @@ def test_every_format_and_mode_in_grey(tmp_path):
     assert ds.class_names == ["ant", "bee", "cow"] and ds.input_shape == (1, 28, 28)
     images_ = np.concatenate([ds.train_images, ds.test_images])
     labels = np.concatenate([ds.train_labels, ds.test_labels])
-    assert len(images_) == len(expected) == 12
+    assert len(images_) == len(expected) == 13
     for label, name in enumerate(ds.class_names):
         got = sorted(int(np.median(x)) for x in images_[labels == label])
         want = sorted(v for rel, v in expected.items() if rel.startswith(name + "/"))
@@ -99,7 +100,7 @@ def test_every_format_and_mode_in_grey(tmp_path):
     for x in images_:  # uniform images stay uniform: no resizing at 28x28
         assert x.min() == x.max() or x.max() - x.min() <= 2  # JPEG may wobble by a level
     (warning,) = ds.warnings
-    assert warning.startswith(f"{tmp_path / 'tree'}: skipped 4 of 16 image files")
+    assert warning.startswith(f"{tmp_path / 'tree'}: skipped 4 of 17 image files")
     assert "ant/truncated.png (" in warning and "bee/text.jpg (not an image" in warning
     assert "and 1 more" in warning and "\n" not in warning
 
@@ -182,6 +183,17 @@ def test_large_jpeg_draft_decoding_matches_full_decoding(tmp_path):
     with Image.open(path) as im:
         full = np.asarray(im.convert("RGB").resize((32, 24), images.RESAMPLE)).transpose(2, 0, 1)
     assert np.abs(fast.astype(int) - full).mean() < 2
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored landscape with "rotate 90 degrees clockwise" in its EXIF."""
+    stored = Image.new("L", (16, 8), 0)
+    stored.paste(255, (8, 0, 16, 8))  # right half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the stored image's left side is the top when shown
+    path = save(tmp_path / "photo.jpg", stored, exif=exif, quality=95)
+    x = images.load_image(path, (1, 16, 8), "stretch")[0]
+    assert x[:8].max() < 30 and x[8:].min() > 225  # black above, white below
 
 
 def test_too_large_images_are_skipped_as_unreadable(tmp_path, monkeypatch):
@@ -302,6 +314,15 @@ def test_a_damaged_cache_entry_is_decoded_again(tmp_path, opened):
     np.testing.assert_array_equal(again.train_images, first.train_images)
     assert entry.stat().st_size > 300
     assert [p.name for p in (data_dir / "folders").iterdir()] == [entry.name]
+
+
+def test_an_unwritable_cache_is_a_warning_not_a_failure(tmp_path):
+    class_tree(tmp_path / "t", {"a": 2, "b": 2})
+    (tmp_path / "data").write_text("a file where the data folder should be")
+    ds = load(tmp_path / "t", tmp_path / "data", input_shape=[1, 8, 8])
+    assert len(ds.train_images) + len(ds.test_images) == 4
+    (warning,) = ds.warnings
+    assert warning.startswith(f"{tmp_path / 'data' / 'folders'}: could not cache")
 
 
 def test_an_added_file_invalidates(tmp_path, opened):

@@ -347,7 +347,10 @@ def _write_cache(entry, decoded):
             if old != entry:
                 old.unlink(missing_ok=True)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # never created: its folder could not be
         return f"{entry.parent}: could not cache the decoded images ({exc.strerror or exc})"
     return None
 
