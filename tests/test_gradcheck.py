@@ -13,6 +13,7 @@ from numpycnn.engine import (
     LeakyReLU,
     MaxPool2D,
     ReLU,
+    Sequential,
     Sigmoid,
     Softmax,
     Tanh,
@@ -410,3 +411,65 @@ def test_max_pool_ties_match_loops(size, stride):
     x = rng.integers(0, 3, (2, 3, 7, 8)).astype(np.float64)
     dx, _, grad = pool_grad(x, size, stride)
     np.testing.assert_array_equal(dx, naive_maxpool_grad(x, grad, size, stride))
+
+
+# ----- a colour network: three input channels, padding, stride 2, both poolings -----
+
+COLOUR_LAYERS = [
+    {"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1},  # 3 channels: line products
+    {"type": "relu"},
+    {"type": "conv2d", "filters": 6, "kernel": 3, "stride": 2, "padding": 1},  # im2col
+    {"type": "tanh"},
+    {"type": "maxpool2d", "size": 2, "stride": 2},
+    {"type": "avgpool2d", "size": 2, "stride": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 10},
+]
+COLOUR_SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def colour_batch():
+    """Five random colour images (CIFAR-like: channels of different means) and labels."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((5, *COLOUR_SHAPE)) + np.array([0.5, -0.2, 0.1])[:, None, None]
+    return x, rng.integers(0, 10, 5)
+
+
+def test_colour_network(colour_batch):
+    x, labels = colour_batch
+    model = Sequential(
+        COLOUR_LAYERS, input_shape=COLOUR_SHAPE, init="he_normal", dtype="float64", seed=5
+    )
+    assert model.shapes[0] == (4, 16, 16) and model.shapes[2] == (6, 8, 8)
+    assert model.params[0].shape == (4, 3, 3, 3)
+    samples = 40
+    result = gradcheck.check_model(model, x, labels, samples=samples)
+    assert set(result.errors) == {"f1", "f2", "w3", "b1", "b2", "b3"}
+    for name, param in zip(model.param_names, model.params):
+        wanted = min(samples, param.size)
+        assert result.checked[name] >= 0.9 * wanted, name
+        assert result.errors[name] < TOL, (name, result.errors[name])
+
+
+def test_colour_network_input_gradient(colour_batch):
+    """dL/dinput of every channel of the colour network, by central differences."""
+    x, labels = colour_batch
+    x = x.copy()
+    model = Sequential(
+        COLOUR_LAYERS, input_shape=COLOUR_SHAPE, init="he_normal", dtype="float64", seed=6
+    )
+    model.layers[0].needs_input_grad = True
+    model.loss_on(x, labels)
+    dx = model.backward()
+    assert dx.shape == x.shape
+    result = gradcheck.Result()
+    rng = np.random.default_rng(1)
+    idx = np.sort(rng.choice(x.size, 60, replace=False))
+    gradcheck._check_tensor(
+        result, "input", lambda: model.loss_on(x, labels)[0], model.layers, dx, x, idx, 1e-5
+    )
+    assert result.checked["input"] >= 54
+    # the sampled pixels cover all three channels
+    assert set(np.unravel_index(idx, x.shape)[1]) == {0, 1, 2}
+    assert result.errors["input"] < TOL

@@ -335,3 +335,54 @@ def test_escontrela_adam_is_nearly_a_sign_step():
     p = np.zeros(4)
     optim.EscontrelaAdam().step(p, np.array([3.0, -3.0, 50.0, -0.5]))
     np.testing.assert_allclose(p, [-0.005, 0.005, -0.005, 0.005], rtol=1e-3)
+
+
+# ----- a colour network: three input channels, padding, stride 2, both poolings -----
+
+
+def test_colour_network():
+    """A CIFAR-sized colour network, forward and every gradient (the input's too)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((4, 3, 32, 32))
+    labels = rng.integers(0, 10, 4)
+    specs = [
+        {"type": "conv2d", "filters": 6, "kernel": 3, "padding": 1},
+        {"type": "relu"},
+        {"type": "conv2d", "filters": 8, "kernel": 5, "stride": 2, "padding": 2},
+        {"type": "relu"},
+        {"type": "maxpool2d", "size": 2, "stride": 2},
+        {"type": "avgpool2d", "size": 2, "stride": 2},
+        {"type": "flatten"},
+        {"type": "dense", "units": 10},
+    ]
+    model = Sequential(specs, input_shape=(3, 32, 32), init="he_normal", dtype="float64", seed=7)
+    assert model.output_shape == (10,) and model.shapes[5] == (8, 4, 4)
+    model.layers[0].needs_input_grad = True
+    loss, logits = model.loss_on(x, labels)
+    dx = model.backward()
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 8, 5, stride=2, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2, 2),
+        torch.nn.AvgPool2d(2, 2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(128, 10),
+    ).double()
+    f1, f2, w3, b1, b2, b3 = model.get_params()
+    ordered = [net[0].weight, net[2].weight, net[7].weight, net[0].bias, net[2].bias, net[7].bias]
+    with torch.no_grad():
+        for dst, src in zip(ordered, [f1, f2, w3, b1, b2, b3]):
+            dst.copy_(torch.from_numpy(src.reshape(dst.shape)))
+    xt = t(x, grad=True)
+    logits_t = net(xt)
+    loss_t = F.cross_entropy(logits_t, torch.tensor(labels))
+    loss_t.backward()
+    close(logits, logits_t)
+    close(loss, loss_t)
+    close(dx, xt.grad)
+    assert model.param_names == ["f1", "f2", "w3", "b1", "b2", "b3"]
+    for grad, p in zip(model.grads, ordered):
+        close(grad.reshape(p.shape), p.grad)
