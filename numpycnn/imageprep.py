@@ -56,6 +56,20 @@ CENTRE = 14.0
 #: Fraction of the brightest ink above which a pixel counts for the bounding box: low
 #: enough to keep anti-aliased edges, high enough to ignore JPEG ringing and paper grain.
 INK_THRESHOLD = 0.1
+#: Paper pixels of the border within this many grey levels of the fitted lighting plane
+#: count for its fit (see ``_lighting``); grain and JPEG noise stay well inside it.
+LIGHT_TOLERANCE = 12
+#: Lighting that departs less than this from the border's median, in grey levels, is taken
+#: as even (the median is used as it is).
+LIGHT_MIN = 2
+#: Side of the grid the ink's connected pieces are found on (see ``_digit_mask``).
+GRID = 256
+#: A piece of ink is part of the digit when it holds this share of the largest piece's ink.
+KEEP_SHARE = 0.1
+#: ... or when it is within this share of the digit's box size from the box.
+NEAR = 0.15
+#: A piece touching more than this share of one side of the image is a shadow or page edge.
+EDGE_RUN = 0.5
 #: Least difference, in grey levels out of 255, between ink and background for a digit.
 MIN_CONTRAST = 16
 #: Resampling filter for the scaling to the 20x20 box (antialiased when shrinking).
@@ -149,7 +163,12 @@ def _prepare(image, name):
         raise ImageError(f"{name}: empty image ({image.width}x{image.height} pixels)")
     image = ImageOps.exif_transpose(image)  # phone photos store rotation in EXIF
     ink = _ink(_gray(image, name), name)
-    rows, cols = np.nonzero(ink > INK_THRESHOLD)
+    mask = ink > INK_THRESHOLD
+    digit = _digit_mask(mask, ink)
+    dropped = mask & ~digit
+    if dropped.any():
+        ink = np.where(dropped, 0, ink)  # specks and shadows go; the digit's faint edges stay
+    rows, cols = np.nonzero(digit)
     crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     return _centre(_fit(crop))
 
@@ -205,7 +224,7 @@ def _ink(gray, name):
     if background - gray.min() > gray.max() - background:
         # The ink departs further below the background than above it: dark ink, invert.
         gray, background = 255 - gray, 255 - background
-    ink = np.clip(gray - background, 0, None)
+    ink = np.clip(gray - _lighting(gray, background), 0, None)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise ImageError(
@@ -241,3 +260,116 @@ def _centre(digit):
     field = np.zeros((SIZE, SIZE), dtype=np.float32)
     field[top : top + h, left : left + w] = digit
     return np.rint(np.clip(field, 0, 1) * 255).astype(np.uint8)
+
+
+def _lighting(gray, background):
+    """The background's level at every pixel: a plane fitted to the border's paper pixels.
+
+    Uneven light (a lamp to one side, a phone's vignette) makes one side of the page darker
+    than the border's median; the plane follows it. The fit starts from the median and
+    keeps only border pixels within ``LIGHT_TOLERANCE`` of the current plane, so ink or a
+    shadow touching the border does not tilt it. A uniform border gives the median exactly.
+    """
+    h, w = gray.shape
+    ring = _border(gray)
+    if h <= 2 or w <= 2 or np.all(ring == background):
+        return background
+    ys, xs = np.indices((h, w), dtype=np.float64)
+    design = np.stack([np.ones(ring.size), _border(ys) / h, _border(xs) / w], axis=1)
+    plane = np.full(ring.size, background)
+    coef = np.array([background, 0.0, 0.0])
+    for _ in range(3):
+        paper = np.abs(ring - plane) <= LIGHT_TOLERANCE
+        if paper.sum() < 3:
+            return background
+        coef = np.linalg.lstsq(design[paper], ring[paper], rcond=None)[0]
+        plane = design @ coef
+    lighting = coef[0] + coef[1] * ys / h + coef[2] * xs / w
+    if np.abs(lighting - background).max() < LIGHT_MIN:
+        return background  # even light: the median, as for a clean canvas
+    return lighting.astype(np.float32)
+
+
+def _digit_mask(mask, ink):
+    """Which pixels of ``mask`` (ink above the threshold) belong to the digit.
+
+    Connected pieces (8-neighbours) of ink are found on a grid of at most ``GRID`` cells a
+    side (max-pooled, so a thin stroke of a large photo stays connected). A piece counts as
+    the digit when its ink is at least ``KEEP_SHARE`` of the largest piece's, or when it lies
+    within ``NEAR`` of the digit's box found so far (the dot of an "i"-like 1, a broken or
+    dotted stroke), repeated until no piece joins. Whatever is left (specks of dust, paper
+    grain, JPEG noise) is dropped. A piece that runs along the image's edge for more than
+    ``EDGE_RUN`` of a side (a shadow, the edge of the page) is dropped too, unless it is
+    all the ink there is. Nothing changes for an image whose ink is all one piece.
+    """
+    h, w = mask.shape
+    f = max(1, -(-max(h, w) // GRID))  # pooling factor, ceil
+    ph, pw = -(-h // f), -(-w // f)
+    pad = ((0, ph * f - h), (0, pw * f - w))
+    cells = np.pad(np.where(mask, ink, 0), pad).reshape(ph, f, pw, f).sum(axis=(1, 3))
+    labels, count = _label(cells > 0)
+    if count <= 1:
+        return mask
+    mass = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=count + 1)[1:]
+    boxes = _boxes(labels, count)  # (count, 4): first row, first column, last row, last column
+    # Cells each piece has on each side of the image, as a share of that side.
+    run = np.max(
+        [
+            np.bincount(edge, minlength=count + 1)[1:] / len(edge)
+            for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1])
+        ],
+        axis=0,
+    )
+    candidate = run <= EDGE_RUN
+    if not candidate.any():
+        candidate[:] = True
+    keep = candidate & (mass >= KEEP_SHARE * mass[candidate].max())
+    while True:
+        r0, c0 = boxes[keep, 0].min(), boxes[keep, 1].min()
+        r1, c1 = boxes[keep, 2].max(), boxes[keep, 3].max()
+        near = NEAR * max(r1 - r0 + 1, c1 - c0 + 1)
+        gap = np.maximum.reduce(
+            [r0 - boxes[:, 2], boxes[:, 0] - r1, c0 - boxes[:, 3], boxes[:, 1] - c1]
+        )
+        grown = keep | (candidate & (gap <= near))
+        if (grown == keep).all():
+            break
+        keep = grown
+    if keep.all():
+        return mask
+    cell_keep = np.concatenate([[False], keep])[labels]
+    return mask & np.repeat(np.repeat(cell_keep, f, axis=0), f, axis=1)[:h, :w]
+
+
+def _boxes(labels, count):
+    """Bounding box (first row, first column, last row, last column) of each label 1..count."""
+    rows, cols = np.indices(labels.shape)
+    lab = labels.ravel()
+    boxes = np.empty((4, count + 1), dtype=np.int64)
+    boxes[:2], boxes[2:] = np.iinfo(np.int64).max, -1
+    for k, (where, extreme) in enumerate(
+        [(rows, np.minimum), (cols, np.minimum), (rows, np.maximum), (cols, np.maximum)]
+    ):
+        extreme.at(boxes[k], lab, where.ravel())
+    return boxes[:, 1:].T
+
+
+def _label(mask):
+    """Connected components (8-neighbours) of a boolean array: (labels, count), 0 = none."""
+    labels = np.zeros(mask.shape, dtype=np.int64)
+    h, w = mask.shape
+    count = 0
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        count += 1
+        labels[start] = count
+        stack = [start]
+        while stack:
+            r, c = stack.pop()
+            for rr in (r - 1, r, r + 1):
+                for cc in (c - 1, c, c + 1):
+                    if 0 <= rr < h and 0 <= cc < w and mask[rr, cc] and not labels[rr, cc]:
+                        labels[rr, cc] = count
+                        stack.append((rr, cc))
+    return labels, count
