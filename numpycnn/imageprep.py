@@ -86,6 +86,8 @@ GRID = 256
 KEEP_SHARE = 0.1
 #: ... or when it is within this share of the digit's box size from the box.
 NEAR = 0.15
+#: ... and holds at least this share of the largest piece's ink (more than a grain's).
+NEAR_SHARE = 0.005
 #: A piece touching more than this share of one side of the image is a shadow or page edge.
 EDGE_RUN = 0.5
 #: Most rounds of dropping pieces and setting the levels again (see ``_drop_noise``).
@@ -281,17 +283,24 @@ def _centre(digit):
 def _lighting(gray, background):
     """The background's level at every pixel: a plane fitted to the border's paper pixels.
 
-    Uneven light (a lamp to one side, a phone's vignette) makes one side of the page darker
-    than the border's median; the plane follows it. The fit starts from the median and
-    keeps only border pixels within ``LIGHT_TOLERANCE`` of the current plane, so ink or a
-    shadow touching the border does not tilt it. A uniform border gives the median exactly.
+    Uneven light (a lamp to one side, a phone's shadow across the page) makes one side of
+    the page darker than the border's median; the plane follows it. The fit starts from the
+    median and keeps only border pixels within ``LIGHT_TOLERANCE`` of the current plane, so
+    ink or a shadow touching the border does not tilt it. A uniform border gives the median exactly.
     """
     h, w = gray.shape
     ring = _border(gray)
     if h <= 2 or w <= 2 or np.all(ring == background):
         return background
-    ys, xs = np.indices((h, w), dtype=np.float64)
-    design = np.stack([np.ones(ring.size), _border(ys) / h, _border(xs) / w], axis=1)
+    ys, xs = np.arange(h)[:, None] / h, np.arange(w)[None, :] / w
+    design = np.stack(
+        [
+            np.ones(ring.size),
+            _border(np.broadcast_to(ys, (h, w))),
+            _border(np.broadcast_to(xs, (h, w))),
+        ],
+        axis=1,
+    )
     plane = np.full(ring.size, background)
     coef = np.array([background, 0.0, 0.0])
     for _ in range(3):
@@ -300,10 +309,10 @@ def _lighting(gray, background):
             return background
         coef = np.linalg.lstsq(design[paper], ring[paper], rcond=None)[0]
         plane = design @ coef
-    lighting = coef[0] + coef[1] * ys / h + coef[2] * xs / w
-    if np.abs(lighting - background).max() < LIGHT_MIN:
+    corners = coef[0] + coef[1] * np.array([0, 0, 1, 1]) + coef[2] * np.array([0, 1, 0, 1])
+    if np.abs(corners - background).max() < LIGHT_MIN:  # a plane departs most at a corner
         return background  # even light: the median, as for a clean canvas
-    return lighting.astype(np.float32)
+    return (coef[0] + coef[1] * ys + coef[2] * xs).astype(np.float32)
 
 
 def _drop_noise(ink):
@@ -327,9 +336,10 @@ def _digit_mask(mask, ink):
 
     Connected pieces (8-neighbours) of ink are found on a grid of at most ``GRID`` cells a
     side (max-pooled, so a thin stroke of a large photo stays connected). A piece counts as
-    the digit when its ink is at least ``KEEP_SHARE`` of the largest piece's, or when it lies
-    within ``NEAR`` of the digit's box found so far (the dot of an "i"-like 1, a broken or
-    dotted stroke), repeated until no piece joins. Whatever is left (specks of dust, paper
+    the digit when its ink is at least ``KEEP_SHARE`` of the largest piece's (a second
+    stroke, the dots of a dotted stroke), or when it lies within ``NEAR`` of those pieces'
+    box and holds at least ``NEAR_SHARE`` of the largest's ink (a serif, the flag of a 1, a
+    fragment of a broken stroke). Whatever is left (specks of dust, paper
     grain, JPEG noise) is dropped. A piece that runs along the image's edge for more than
     ``EDGE_RUN`` of a side (a shadow, the edge of the page) is dropped too, unless it is
     all the ink there is. Nothing changes for an image whose ink is all one piece.
@@ -355,18 +365,15 @@ def _digit_mask(mask, ink):
     candidate = run <= EDGE_RUN
     if not candidate.any():
         candidate[:] = True
-    keep = candidate & (mass >= KEEP_SHARE * mass[candidate].max())
-    while True:
-        r0, c0 = boxes[keep, 0].min(), boxes[keep, 1].min()
-        r1, c1 = boxes[keep, 2].max(), boxes[keep, 3].max()
-        near = NEAR * max(r1 - r0 + 1, c1 - c0 + 1)
-        gap = np.maximum.reduce(
-            [r0 - boxes[:, 2], boxes[:, 0] - r1, c0 - boxes[:, 3], boxes[:, 1] - c1]
-        )
-        grown = keep | (candidate & (gap <= near))
-        if (grown == keep).all():
-            break
-        keep = grown
+    largest = mass[candidate].max()
+    keep = candidate & (mass >= KEEP_SHARE * largest)
+    # Small pieces near the large ones: measured from the large pieces' box, not grown from
+    # piece to piece, so that grain cannot chain its way across the page.
+    r0, c0 = boxes[keep, 0].min(), boxes[keep, 1].min()
+    r1, c1 = boxes[keep, 2].max(), boxes[keep, 3].max()
+    near = NEAR * max(r1 - r0 + 1, c1 - c0 + 1)
+    gap = np.max([r0 - boxes[:, 2], boxes[:, 0] - r1, c0 - boxes[:, 3], boxes[:, 1] - c1], axis=0)
+    keep |= candidate & (gap <= near) & (mass >= NEAR_SHARE * largest)
     if keep.all():
         return mask
     cell_keep = np.concatenate([[False], keep])[labels]

@@ -164,6 +164,18 @@ def test_a_speck_darker_than_a_faint_pencil_digit_does_not_move_it(test_digits):
     assert np.abs(out.astype(int) - clean).mean() < 2
 
 
+def test_heavy_grain_on_a_phone_sized_photo_is_not_the_digit():
+    # A "1" (a bar 24 pixels wide, 640 tall) on a 1600x1200 page with grain of sigma 6:
+    # thousands of grain pixels pass the threshold, all over the page, and must neither
+    # stretch the box nor join the digit one by one, each near the last.
+    rng = np.random.default_rng(3)
+    page = 235 + rng.normal(0, 6, (1200, 1600))
+    page[280:920, 600:624] = 30
+    out = prepare_digit(Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)))
+    r0, c0, r1, c1 = box(out)
+    assert r1 - r0 + 1 == BOX and c1 - c0 + 1 <= 2
+
+
 def test_a_shadow_along_the_edge_is_not_the_digit(test_digits, reader):
     # A phone photo's shadow: a dark band fading in from the left edge over 25 pixels.
     digits, labels = test_digits
