@@ -286,7 +286,8 @@ def _lighting(gray, background):
     Uneven light (a lamp to one side, a phone's shadow across the page) makes one side of
     the page darker than the border's median; the plane follows it. The fit starts from the
     median and keeps only border pixels within ``LIGHT_TOLERANCE`` of the current plane, so
-    ink or a shadow touching the border does not tilt it. A uniform border gives the median exactly.
+    ink or a shadow touching the border does not tilt it. A uniform border gives the median
+    exactly, and so does a plane within ``LIGHT_MIN`` of it.
     """
     h, w = gray.shape
     ring = _border(gray)
@@ -335,14 +336,15 @@ def _digit_mask(mask, ink):
     """Which pixels of ``mask`` (ink above the threshold) belong to the digit.
 
     Connected pieces (8-neighbours) of ink are found on a grid of at most ``GRID`` cells a
-    side (max-pooled, so a thin stroke of a large photo stays connected). A piece counts as
+    side (a cell holds ink when any of its pixels does, so a thin stroke of a large photo
+    stays connected; the labelling is a plain flood fill, cheap at that size). A piece counts as
     the digit when its ink is at least ``KEEP_SHARE`` of the largest piece's (a second
     stroke, the dots of a dotted stroke), or when it lies within ``NEAR`` of those pieces'
     box and holds at least ``NEAR_SHARE`` of the largest's ink (a serif, the flag of a 1, a
-    fragment of a broken stroke). Whatever is left (specks of dust, paper
-    grain, JPEG noise) is dropped. A piece that runs along the image's edge for more than
-    ``EDGE_RUN`` of a side (a shadow, the edge of the page) is dropped too, unless it is
-    all the ink there is. Nothing changes for an image whose ink is all one piece.
+    fragment of a broken stroke). Whatever is left (specks of dust, paper grain, JPEG
+    noise) is dropped. A piece that runs along the image's edge for more than ``EDGE_RUN``
+    of a side (a shadow, the edge of the page) is dropped too, unless the other pieces
+    together are no more than specks beside it. Nothing changes when the ink is one piece.
     """
     h, w = mask.shape
     f = max(1, -(-max(h, w) // GRID))  # pooling factor, ceil
@@ -363,7 +365,10 @@ def _digit_mask(mask, ink):
         axis=0,
     )
     candidate = run <= EDGE_RUN
-    if not candidate.any():
+    # An edge piece is a shadow only beside a digit: with nothing else of weight (a "7"
+    # whose bar runs along the canvas's top edge, and a speck), it is the digit.
+    edge_mass = mass[~candidate].max(initial=0)
+    if not candidate.any() or mass[candidate].max() < KEEP_SHARE * edge_mass:
         candidate[:] = True
     largest = mass[candidate].max()
     keep = candidate & (mass >= KEEP_SHARE * largest)

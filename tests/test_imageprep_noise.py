@@ -194,6 +194,18 @@ def test_a_shadow_along_the_edge_is_not_the_digit(test_digits, reader):
         assert reader.predict(out[None])[0] == reader.predict(clean[None])[0] == label
 
 
+def test_a_digit_along_the_edge_of_a_canvas_is_not_taken_for_a_shadow():
+    # Drawn on a black canvas (as on the inspector's page), a "7" whose bar runs the whole
+    # top edge, and a stray dot: the 7 is the digit, the dot is not.
+    canvas = Image.new("L", (140, 200), 0)
+    pen = ImageDraw.Draw(canvas)
+    pen.line([(0, 3), (139, 3), (60, 120)], fill=255, width=8)
+    clean = prepare_digit(canvas)
+    assert (clean == plain_crop(canvas)).all()
+    pen.ellipse([128, 186, 131, 189], fill=255)
+    assert (prepare_digit(canvas) == clean).all()
+
+
 def test_uneven_light_is_not_ink(test_digits, reader):
     # Light falling off across the page, from 240 on the right to 170 on the left.
     digits, labels = test_digits
