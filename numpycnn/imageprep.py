@@ -84,7 +84,7 @@ LIGHT_MIN = 2
 GRID = 256
 #: A piece of ink is part of the digit when it holds this share of the largest piece's ink.
 KEEP_SHARE = 0.1
-#: ... or when it is within this share of the digit's box size from the box.
+#: ... or when it is within this share of the large pieces' box size from a digit's piece
 NEAR = 0.15
 #: ... and holds at least this share of the largest piece's ink (more than a grain's).
 NEAR_SHARE = 0.005
@@ -337,14 +337,15 @@ def _digit_mask(mask, ink):
 
     Connected pieces (8-neighbours) of ink are found on a grid of at most ``GRID`` cells a
     side (a cell holds ink when any of its pixels does, so a thin stroke of a large photo
-    stays connected; the labelling is a plain flood fill, cheap at that size). A piece counts as
-    the digit when its ink is at least ``KEEP_SHARE`` of the largest piece's (a second
-    stroke, the dots of a dotted stroke), or when it lies within ``NEAR`` of those pieces'
-    box and holds at least ``NEAR_SHARE`` of the largest's ink (a serif, the flag of a 1, a
-    fragment of a broken stroke). Whatever is left (specks of dust, paper grain, JPEG
-    noise) is dropped. A piece that runs along the image's edge for more than ``EDGE_RUN``
-    of a side (a shadow, the edge of the page) is dropped too, unless the other pieces
-    together are no more than specks beside it. Nothing changes when the ink is one piece.
+    stays connected; the labelling is a plain flood fill, cheap at that size). A piece
+    counts as the digit when its ink is at least ``KEEP_SHARE`` of the largest piece's (a
+    second stroke, a thick dot), or when it lies near a piece of the digit (``NEAR``) and
+    holds at least ``NEAR_SHARE`` of the largest's ink (a serif, the dot of an "i"-like 1, a
+    fragment of a broken stroke, the dots of a dotted stroke one after the other). Whatever
+    is left (specks of dust, paper grain, JPEG noise) is dropped. A piece that runs along
+    the image's edge for more than ``EDGE_RUN`` of a side (a shadow, the page's edge) is
+    dropped too, unless the other pieces are no more than specks beside it. Nothing
+    changes when the ink is one piece.
     """
     h, w = mask.shape
     f = max(1, -(-max(h, w) // GRID))  # pooling factor, ceil
@@ -372,13 +373,29 @@ def _digit_mask(mask, ink):
         candidate[:] = True
     largest = mass[candidate].max()
     keep = candidate & (mass >= KEEP_SHARE * largest)
-    # Small pieces near the large ones: measured from the large pieces' box, not grown from
-    # piece to piece, so that grain cannot chain its way across the page.
+    # Smaller pieces join when near a piece already in: the distance is fixed by the large
+    # pieces' box and only pieces with more ink than a grain's can join, so that a dotted
+    # stroke joins dot by dot but grain cannot chain its way across the page.
     r0, c0 = boxes[keep, 0].min(), boxes[keep, 1].min()
     r1, c1 = boxes[keep, 2].max(), boxes[keep, 3].max()
     near = NEAR * max(r1 - r0 + 1, c1 - c0 + 1)
-    gap = np.max([r0 - boxes[:, 2], boxes[:, 0] - r1, c0 - boxes[:, 3], boxes[:, 1] - c1], axis=0)
-    keep |= candidate & (gap <= near) & (mass >= NEAR_SHARE * largest)
+    eligible = np.flatnonzero(candidate & ~keep & (mass >= NEAR_SHARE * largest))
+    while eligible.size:
+        a, b = boxes[eligible][:, None], boxes[keep][None]  # each eligible against each kept
+        gap = np.max(
+            [
+                b[..., 0] - a[..., 2],
+                a[..., 0] - b[..., 2],
+                b[..., 1] - a[..., 3],
+                a[..., 1] - b[..., 3],
+            ],
+            axis=0,
+        ).min(axis=1)
+        joins = gap <= near
+        if not joins.any():
+            break
+        keep[eligible[joins]] = True
+        eligible = eligible[~joins]
     if keep.all():
         return mask
     cell_keep = np.concatenate([[False], keep])[labels]

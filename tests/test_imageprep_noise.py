@@ -110,9 +110,9 @@ MULTI_STROKE = {
     "one_with_a_detached_flag": strokes_page([[(60, 25), (60, 120)], [(44, 33), (51, 28)]]),
     # an "i"-like "1": a dot above the stem
     "one_with_a_dot": strokes_page([[(60, 40), (60, 120)]], dots=[(60, 26, 3)]),
-    # a "7" whose downstroke is dotted
+    # a "7" whose downstroke is dotted: each dot a twentieth of the bar's ink
     "dotted_seven": strokes_page(
-        [[(30, 25), (90, 25)]], dots=[(86 - 6 * i, 38 + 12 * i, 3) for i in range(8)]
+        [[(30, 25), (90, 25)]], dots=[(86 - 5 * i, 36 + 9 * i, 2) for i in range(10)]
     ),
 }
 
