@@ -11,7 +11,6 @@ same pages. ``photo`` is the function the tests use too.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,10 @@ def main(argv=None):
     from numpycnn import data
     from numpycnn.imageprep import prepare_digit
 
+    if not Path(args.params).is_file():
+        parser.error(f"{args.params}: model file not found")
+    if not (args.mnist / data.TEST_IMAGES).is_file():
+        parser.error(f"{args.mnist}: no {data.TEST_IMAGES} there (use --mnist DIR)")
     images = data.read_idx(args.mnist / data.TEST_IMAGES)[: args.count]
     labels = data.read_idx(args.mnist / data.TEST_LABELS)[: args.count]
     rng = np.random.default_rng(args.seed)
@@ -66,4 +69,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
