@@ -8,6 +8,7 @@ sizes and shapes. The same seed gives the same images.
 
     python scripts/make_samples.py                 # writes samples/0.png ... samples/9.png
     python scripts/make_samples.py --seed 7 --out more-samples
+    python scripts/make_samples.py --grain 2 --out grainy   # rougher paper, same strokes
 """
 
 import argparse
@@ -88,20 +89,21 @@ def hand(points, rng, slant, angle, squeeze):
     return p + 0.5
 
 
-def paper(rng, size):
-    """Off-white paper lit unevenly, with a little grain, as an RGB uint8 array."""
+def paper(rng, size, grain=1.2):
+    """Off-white paper lit unevenly, with grain of standard deviation ``grain`` grey levels,
+    as an RGB uint8 array."""
     w, h = size
     base = np.array([238, 233, 220]) + rng.integers(-12, 6) + rng.integers(-3, 4, 3)
     yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
     direction = rng.uniform(0, 2 * math.pi)
     light = 1 - 0.08 * (np.cos(direction) * xx + np.sin(direction) * yy)
-    grain = rng.normal(0, 1.2, (h, w, 1))
-    sheet = base * light[..., None] + grain
+    noise = rng.normal(0, grain, (h, w, 1))
+    sheet = base * light[..., None] + noise
     return np.clip(sheet, 0, 255).astype(np.uint8)
 
 
-def draw(digit, rng, size):
-    """One sample image of ``digit`` at ``size`` (width, height)."""
+def draw(digit, rng, size, grain=1.2):
+    """One sample image of ``digit`` at ``size`` (width, height) on paper with ``grain``."""
     w, h = size
     big = (w * SUPERSAMPLE, h * SUPERSAMPLE)
     ink = Image.new("L", big, 0)  # 255 where the pen went
@@ -121,7 +123,7 @@ def draw(digit, rng, size):
     ink = ink.filter(ImageFilter.GaussianBlur(SUPERSAMPLE * 0.6)).resize(size, Image.LANCZOS)
     alpha = np.asarray(ink, dtype=float)[..., None] / 255 * rng.uniform(0.8, 0.95)
     colour = np.array([35, 38, 70]) + rng.integers(-10, 10, 3)  # blue-black ballpoint
-    sheet = paper(rng, size).astype(float)
+    sheet = paper(rng, size, grain).astype(float)
     photo = sheet * (1 - alpha) + colour * alpha
     return Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8), "RGB")
 
@@ -130,11 +132,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "samples", help="folder to write")
     parser.add_argument("--seed", type=int, default=2026, help="seed of the random hand")
+    parser.add_argument(
+        "--grain",
+        type=float,
+        default=1.2,
+        help="paper grain, standard deviation in grey levels (the shipped samples: 1.2)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for digit in range(10):
-        image = draw(digit, rng, SIZES[digit % len(SIZES)])
+        image = draw(digit, rng, SIZES[digit % len(SIZES)], args.grain)
         path = args.out / f"{digit}.png"
         image.save(path, optimize=True)
         print(f"{path.name}  {image.width}x{image.height}")
