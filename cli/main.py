@@ -17,6 +17,7 @@ COMMANDS = {
     "inspect": "numpycnn.cli.inspect:inspect_command",
     "gradcheck": "numpycnn.cli.gradcheck:gradcheck",
     "download": "numpycnn.cli.download:download",
+    "export": "numpycnn.cli.export:export_command",
 }
 
 

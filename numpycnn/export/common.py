@@ -43,6 +43,8 @@ def parts_of(model):
     ``numpycnn.load`` returns) or a bare engine ``Sequential`` (no normalisation)."""
     from ..modelfile import ModelFile, load_model
 
+    if isinstance(model, Parts):
+        return model
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     if isinstance(model, ModelFile):
@@ -82,8 +84,7 @@ def output_function(network, what):
     kind = getattr(network.loss, "kind", None)
     if kind not in OUTPUT_FUNCTIONS:
         raise ExportError(
-            f"loss {kind or type(network.loss).__name__!r}: {what} knows no output function "
-            "for it"
+            f"loss {kind or type(network.loss).__name__!r}: {what} knows no output function for it"
         )
     return OUTPUT_FUNCTIONS[kind]
 
