@@ -29,7 +29,7 @@ def format_for(out, format=None):
             return name
     known = ", ".join(s for suffixes in FORMATS.values() for s in suffixes)
     raise ExportError(
-        f"{os.fspath(out)}: unknown extension {suffix or '(none)'!r} (use {known}, or name "
+        f"{os.fspath(out)}: unknown extension {suffix or '(none)'!r} (use {known}, or give "
         "--format)"
     )
 
@@ -56,7 +56,7 @@ def export(model, out, format=None):
     ``format`` (onnx, torch, safetensors; default: from ``out``'s extension). The file is
     written under a temporary name and renamed, so ``out`` is never half-written; it is
     built and checked in full first. Returns an ``Exported``."""
-    from ..modelfile import atomic_write
+    from ..modelfile import _Problem, atomic_write
 
     fmt = format_for(out, format)
     if isinstance(model, str | os.PathLike) and _same_file(model, out):
@@ -89,10 +89,13 @@ def export(model, out, format=None):
     else:
         from . import safetensors_file
 
-        data = safetensors_file.to_bytes(
-            net, norm, parts.cost, parts.config, parts.metrics, parts.history
-        )
-        safetensors_file.parse(data)
+        try:
+            data = safetensors_file.to_bytes(
+                net, norm, parts.cost, parts.config, parts.metrics, parts.history
+            )
+            safetensors_file.parse(data)
+        except (ValueError, _Problem) as exc:
+            raise ExportError(f"{os.fspath(out)}: cannot export: {exc}") from None
     try:
         with atomic_write(out) as f:
             f.write(data)

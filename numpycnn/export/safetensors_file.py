@@ -19,8 +19,8 @@ import safetensors
 import safetensors.numpy
 
 from .. import __version__, modelfile
-from ..engine.model import Sequential
-from .common import classes
+from ..engine.model import LAYERS, Sequential
+from .common import ExportError, classes, unsupported
 
 VERSION = 1
 SUFFIX = ".safetensors"
@@ -68,6 +68,8 @@ def to_bytes(model, normalization, cost=(), config=None, metrics=None, history=N
     """The safetensors file of ``model`` and its companions (see the module docstring)."""
     tensors = {}
     for i, layer in enumerate(model.layers):
+        if LAYERS.get(layer.kind) is not type(layer):  # the spec must rebuild this very layer
+            raise unsupported(i, layer.kind, "a numpycnn model file")
         for param, value in layer.params.items():
             value = value.reshape(-1) if param == "bias" else value
             tensors[tensor_name(i, param)] = np.ascontiguousarray(value).copy()
@@ -101,7 +103,7 @@ def save(path, model, normalization, cost=(), config=None, metrics=None, history
     try:
         data = to_bytes(model, normalization, cost, config, metrics, history)
         parse(data)
-    except (modelfile.ModelFileError, modelfile._Problem) as exc:
+    except (modelfile.ModelFileError, modelfile._Problem, ExportError) as exc:
         raise modelfile.ModelFileError(f"{name}: cannot save: {exc}") from None
     try:
         with modelfile.atomic_write(name) as f:
