@@ -4,6 +4,7 @@ every way the file can be broken gets one line naming it; nothing is ever half-w
 
 import json
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -254,3 +255,15 @@ def test_train_eval_predict(tmp_path, mnist_dir, mnist, monkeypatch):
         invoke("predict", "--params", tmp_path / "runs" / "tiny" / "last.pkl", "--json", *paths)
     )
     assert a == b
+
+
+def test_without_the_safetensors_package(tmp_path, monkeypatch):
+    """Pickles load without it; a safetensors file says what is missing, in one line."""
+    model = every_layer_model()
+    save_model(tmp_path / "m.pkl", model.network, NORM)
+    save_model(tmp_path / "m.safetensors", model.network, NORM)
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    assert_same(numpycnn.load(tmp_path / "m.pkl"), model)
+    with pytest.raises(ModelFileError, match=r"m\.safetensors: a safetensors model file needs the"):
+        load_model(tmp_path / "m.safetensors")

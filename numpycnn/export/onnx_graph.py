@@ -29,7 +29,7 @@ def _onnx():
     return require("onnx", WHAT, "pip install 'numpycnn[onnx]'")
 
 
-def _layer_nodes(helper, index, spec, x, shape, layer, const):
+def _layer_nodes(helper, index, spec, x, layer, const):
     """The nodes of one layer from input ``x``; returns (nodes, output name)."""
     kind = spec["type"]
     y = f"layer{index}_{kind}"
@@ -87,11 +87,10 @@ def to_onnx(model):
         helper.make_node("Sub", [INPUT, const("norm.mean", norm["mean"])], ["centred"]),
         helper.make_node("Div", ["centred", const("norm.std", norm["std"])], ["normalized"]),
     ]
-    x, shape = "normalized", net.input_shape
+    x = "normalized"
     for index, layer in enumerate(net.layers):
-        layer_nodes, x = _layer_nodes(helper, index, layer.spec(), x, shape, layer, const)
+        layer_nodes, x = _layer_nodes(helper, index, layer.spec(), x, layer, const)
         nodes += layer_nodes
-        shape = net.shapes[index]
     if output_function(net, WHAT) == "softmax":
         nodes.append(helper.make_node("Softmax", [x], [OUTPUT], axis=-1))
     else:

@@ -15,12 +15,10 @@ import json
 import os
 
 import numpy as np
-import safetensors
-import safetensors.numpy
 
 from .. import __version__, modelfile
 from ..engine.model import LAYERS, Sequential
-from .common import ExportError, classes, unsupported
+from .common import ExportError, classes, require, unsupported
 
 VERSION = 1
 SUFFIX = ".safetensors"
@@ -46,6 +44,12 @@ def is_safetensors(name, data):
     if len(data) < 9 or data[8:9] != b"{":
         return False
     return int.from_bytes(data[:8], "little") <= len(data) - 8
+
+
+def _safetensors():
+    """The safetensors package (a dependency; imported here so that pickles load without it)."""
+    require("safetensors", "a safetensors model file", "pip install safetensors")
+    return require("safetensors.numpy", "a safetensors model file", "pip install safetensors")
 
 
 def tensor_name(index, param):
@@ -93,7 +97,7 @@ def to_bytes(model, normalization, cost=(), config=None, metrics=None, history=N
         "history": list(history or ()),
     }
     metadata.update({key: _json(key, values[key]) for key in JSON})
-    return safetensors.numpy.save(tensors, metadata=metadata)
+    return _safetensors().save(tensors, metadata=metadata)
 
 
 def save(path, model, normalization, cost=(), config=None, metrics=None, history=None):
@@ -116,7 +120,7 @@ def load(path, data):
     """The ``modelfile.ModelFile`` in ``data``, the bytes of the safetensors file ``path``."""
     try:
         return parse(data)
-    except (modelfile.ModelFileError, modelfile._Problem) as exc:
+    except (modelfile.ModelFileError, modelfile._Problem, ExportError) as exc:
         raise modelfile.ModelFileError(f"{os.fspath(path)}: {exc}") from None
 
 
@@ -179,9 +183,10 @@ def parse(data):
     ``modelfile._Problem`` naming the key, tensor or layer at fault."""
     problem = modelfile._Problem
     stored = _metadata(_header(data))
+    st = _safetensors()
     try:
-        tensors = safetensors.numpy.load(bytes(data))
-    except safetensors.SafetensorError as exc:
+        tensors = st.load(bytes(data))
+    except Exception as exc:  # safetensors.SafetensorError, or anything a corrupt file causes
         raise problem(f"corrupt safetensors file ({exc})") from None
     try:
         model = Sequential(
