@@ -29,6 +29,7 @@ COMMANDS = {
     "gradcheck": "numpycnn.cli.gradcheck:gradcheck",
     "download": "numpycnn.cli.download:download",
     "configs": "numpycnn.cli.configs:configs",
+    "export": "numpycnn.cli.export:export_command",
 }
 
 

@@ -251,7 +251,8 @@ def _parse(data):
 
 
 def load_model(path):
-    """The ModelFile at ``path``: this format or the reference's legacy ``[params, cost]``."""
+    """The ModelFile at ``path``: this format (a pickle, or safetensors by suffix or content:
+    ``export.safetensors_file``) or the reference's legacy ``[params, cost]``."""
     name = os.fspath(path)
     try:
         data = Path(name).read_bytes()
@@ -259,6 +260,10 @@ def load_model(path):
         raise ModelFileError(f"{name}: no such file") from None
     except OSError as exc:
         raise ModelFileError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    from .export import safetensors_file
+
+    if safetensors_file.is_safetensors(name, data):
+        return safetensors_file.load(name, data)
     try:
         return _parse(data)
     except _Problem as exc:
@@ -285,9 +290,19 @@ def save_model(
 
     ``normalization`` and ``config`` may be dicts or objects with ``to_dict()``. The pickle is
     read back with the loader's checks before it is written, so a file that could not be
-    loaded (say, a checkpoint holding an arbitrary object) is never written.
+    loaded (say, a checkpoint holding an arbitrary object) is never written. A ``.safetensors``
+    path gets a safetensors file (``export.safetensors_file``), which holds no checkpoint.
     """
     name = os.fspath(path)
+    if name.lower().endswith(".safetensors"):
+        if checkpoint is not None:
+            raise ModelFileError(
+                f"{name}: cannot save: a training checkpoint needs a pickle (.pkl); "
+                "a safetensors file holds a finished model"
+            )
+        from .export import safetensors_file
+
+        return safetensors_file.save(name, model, normalization, cost, config, metrics, history)
     try:
         stored = {
             "format": FORMAT,

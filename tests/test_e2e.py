@@ -100,7 +100,16 @@ def test_help_version_and_unknown_command():
     assert result.exit_code == 0
     listed = result.stdout.split("Commands:\n")[1].splitlines()
     commands = [line.split()[0] for line in listed if line.strip()]
-    assert commands == ["configs", "download", "eval", "gradcheck", "inspect", "predict", "train"]
+    assert commands == [
+        "configs",
+        "download",
+        "eval",
+        "export",
+        "gradcheck",
+        "inspect",
+        "predict",
+        "train",
+    ]
     assert invoke("--version").stdout == f"numpycnn, version {__version__}\n"
     for command in ("train", "eval", "predict", "gradcheck"):
         assert invoke(command, "-h").stdout.startswith(f"Usage: main {command} ")
