@@ -230,10 +230,19 @@ def train(
         return _train(run, mnist, config, folder, resumed_from, cb, threads, pool)
 
 
+#: Formats only ``numpycnn export`` writes: a model saved under such a name would be a pickle.
+EXPORT_ONLY = (".onnx", ".pt", ".pth")
+
+
 def _check_writable(params):
     """Refuse at once, not after the training, a model path whose folder is absent or cannot
     be written (read-only, full): a byte is written to a temporary file there, flushed to
     disk and removed."""
+    if params.suffix.lower() in EXPORT_ONLY:
+        raise ValueError(
+            f"{params}: train writes numpycnn model files (.pkl or .safetensors); "
+            f"save one, then convert it with numpycnn export MODEL {params.name}"
+        )
     if not params.parent.is_dir():
         raise ValueError(f"{params}: cannot save the model there: no folder {params.parent}")
     try:

@@ -267,3 +267,15 @@ def test_without_the_safetensors_package(tmp_path, monkeypatch):
     assert_same(numpycnn.load(tmp_path / "m.pkl"), model)
     with pytest.raises(ModelFileError, match=r"m\.safetensors: a safetensors model file needs the"):
         load_model(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("name", ["tiny.onnx", "tiny.pt", "tiny.PTH"])
+def test_train_refuses_an_export_format_before_training(tmp_path, mnist_dir, monkeypatch, name):
+    """train --out x.onnx would write a pickle under an ONNX name: refused before any run
+    folder exists, pointing to numpycnn export."""
+    fake_mnist(monkeypatch, mnist_dir, test_limit=100)
+    config = tiny_config(tmp_path, limit=100)
+    line = error_line(invoke("train", "-c", config, "--out", tmp_path / name, "-q"))
+    assert "train writes numpycnn model files (.pkl or .safetensors)" in line
+    assert f"numpycnn export MODEL {name}" in line
+    assert not (tmp_path / name).exists() and not (tmp_path / "runs").exists()

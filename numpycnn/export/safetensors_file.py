@@ -219,4 +219,4 @@ def parse(data):
         raise problem(f"unexpected tensor {sorted(left)[0]!r} (no layer of the network has it)")
     stored.update(version=VERSION, params=model.get_params())
     stored.pop("classes")
-    return modelfile._model_file(stored)
+    return modelfile._model_file(stored, len(data))
