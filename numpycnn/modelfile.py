@@ -189,10 +189,12 @@ def _optional_dict(key, value):
     return value
 
 
-def _model(stored, size):
-    """The network the stored dict describes, with its parameters set. ``size`` is the
-    file's: a network with more parameters than it can hold (and over ``SMALL_NETWORK``
-    bytes) is refused before it is built, so a few bytes cannot ask for gigabytes."""
+def build_network(stored, size):
+    """The network the stored dict's ``layers``, ``loss``, ``input_shape`` and ``dtype``
+    describe, its parameters not yet set. ``size`` is the file's: a network with more
+    parameters than it can hold (and over ``SMALL_NETWORK`` bytes) is refused before it is
+    built, so a few bytes cannot ask for gigabytes. Every model-file format reads through
+    here (the safetensors reader too)."""
     layers = stored["layers"]
     if not isinstance(layers, (list, tuple)) or not all(isinstance(s, dict) for s in layers):
         raise _Problem("layers must be a list of layer specs (dicts)")
@@ -213,6 +215,12 @@ def _model(stored, size):
         )
     except (ValueError, TypeError) as exc:
         raise _Problem(f"cannot rebuild the network: {exc}") from None
+    return model
+
+
+def _model(stored, size):
+    """The network the stored dict describes (``build_network``), with its parameters set."""
+    model = build_network(stored, size)
     params, names = stored["params"], model.param_names
     if not isinstance(params, (list, tuple)) or len(params) != len(names):
         count = len(params) if isinstance(params, (list, tuple)) else type(params).__name__

@@ -204,6 +204,15 @@ BROKEN = {
         r"unexpected tensor 'optimizer\.m'",
     ),
     "a pickle": (lambda b: pickle.dumps({"format": "numpycnn-model"}), r"(truncated|corrupt)"),
+    # a few kB that describe a network of 10**10 parameters: refused before it is built
+    "huge network": (
+        lambda b: rewritten(
+            b,
+            metadata=put("layers", '[{"type": "flatten"}, {"type": "dense", "units": 10000000}]'),
+        ),
+        r"metadata: the network it describes has 7,850,000,000 parameters, more than the "
+        r"file's [\d,]+ bytes can hold",
+    ),
 }
 
 

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from .. import __version__, modelfile
-from ..engine.model import LAYERS, Sequential
+from ..engine.model import LAYERS
 from .common import ExportError, classes, require, unsupported
 
 VERSION = 1
@@ -183,20 +183,16 @@ def parse(data):
     ``modelfile._Problem`` naming the key, tensor or layer at fault."""
     problem = modelfile._Problem
     stored = _metadata(_header(data))
+    # the network is checked against the file's size before anything is built or loaded
+    try:
+        model = modelfile.build_network(stored, len(data))
+    except problem as exc:
+        raise problem(f"metadata: {exc}") from None
     st = _safetensors()
     try:
         tensors = st.load(bytes(data))
     except Exception as exc:  # safetensors.SafetensorError, or anything a corrupt file causes
         raise problem(f"corrupt safetensors file ({exc})") from None
-    try:
-        model = Sequential(
-            stored["layers"],
-            loss=stored["loss"],
-            input_shape=stored["input_shape"],
-            dtype=stored["dtype"],
-        )
-    except (ValueError, TypeError) as exc:
-        raise problem(f"metadata: cannot rebuild the network: {exc}") from None
     left = dict(tensors)
     for i, layer in enumerate(model.layers):
         for param, target in layer.params.items():
