@@ -15,33 +15,37 @@ from .options import DEFAULT_MODEL, data_options, reports_errors, threads_option
 
 def _mnist(saved, data_dir, mirrors):
     """Loaders of the MNIST test set and training images, for the server to call when
-    first needed; the files are read once, for both. The test set (the confusion matrix)
-    is downloaded if missing; the training images (the out-of-distribution cue) only read
-    from the data directory, so that starting the page never waits for a download."""
+    first needed; each set's files are read once. The test set (the confusion matrix) is
+    downloaded if missing, and only its two files: `eval` may have cached no more. The
+    training images (the out-of-distribution cue) are only read from the data directory,
+    so that starting the page never waits for a download."""
     cfg_data = (saved.config or {}).get("data", {})
     directory = resolve_data_dir(data_dir, cfg_data.get("data_dir"))
-    lock, loaded = threading.Lock(), []
+    lock, loaded = threading.Lock(), {}
 
-    def mnist(download=True):
+    def mnist(which, download):
         with lock:
-            if not loaded:
+            if which not in loaded:
                 try:
                     mirrors_ = resolve_mirrors(mirrors, cfg_data.get("mirrors", ()))
-                    loaded.append(load_mnist(directory, mirrors_ if download else []))
+                    loaded[which] = load_mnist(
+                        directory, mirrors_ if download else [], sets=(which,)
+                    )
                 except DataError:
                     if download:
                         raise
                     raise DataError(
-                        f"the MNIST files are not in {directory / 'mnist'} yet "
-                        "(`numpycnn download`, or open the test set's confusion matrix)"
+                        f"the MNIST training files are not in {directory / 'mnist'} yet "
+                        "(`numpycnn download`)"
                     ) from None
-        return loaded[0]
+        return loaded[which]
 
     def test_set():
-        return mnist().test_images, mnist().test_labels
+        test = mnist("test", download=True)
+        return test.test_images, test.test_labels
 
     def train_set():
-        return mnist(download=False).train_images
+        return mnist("train", download=False).train_images
 
     return test_set, train_set
 

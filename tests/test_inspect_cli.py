@@ -161,3 +161,25 @@ def test_help_reads_like_documentation():
     for name in ("filters.png", "training.png", "input.png", "activations.png", "saliency.png"):
         assert name in result.stdout  # every figure --save writes, and only those
     assert "inspect" in invoke("--help").stdout
+
+
+def test_the_test_set_needs_only_its_own_files(tmp_path, mnist_dir, reference_params_path):
+    """After `eval` has cached only the test set's two files, the page's confusion matrix
+    reads them without fetching the training images (offline: an empty mirror); the
+    out-of-distribution cue's training images are said to be missing, in one line."""
+    from cli.inspect import _mnist
+    from numpycnn import data
+
+    cache = tmp_path / "data" / "mnist"
+    cache.mkdir(parents=True)
+    for name in (data.TEST_IMAGES, data.TEST_LABELS):
+        (cache / name).symlink_to(mnist_dir / name)
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    saved = load_model(reference_params_path)
+    test_set, train_set = _mnist(saved, tmp_path / "data", [str(empty)])
+    images, labels = test_set()
+    assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([data.TEST_IMAGES, data.TEST_LABELS])
+    with pytest.raises(data.DataError, match="MNIST training files are not in"):
+        train_set()
