@@ -158,7 +158,7 @@ def train(
     \b
     Examples:
       numpycnn train --config default         # a built-in config: numpycnn configs
-      numpycnn train -c configs/best.yaml --name best-seed1 --seed 1   # -> best-seed1.pkl
+      numpycnn train -c best --name best-seed1 --seed 1   # -> best-seed1.pkl
       numpycnn train --resume runs/default
     """
     if resume is not None and (

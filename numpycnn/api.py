@@ -96,7 +96,13 @@ def resolve_config(config=None, **overrides):
     overrides applied (None keeps a setting). A file's run name defaults to the file's
     name without its extension, the default recipe's to "default"; the model file
     (``output.params``) to NAME.pkl after the run's name, so that ``best`` writes best.pkl
-    and never replaces default.pkl."""
+    and never replaces default.pkl (``train`` follows the run folder it claims: a second
+    ``best`` run, in runs/best-2, writes best-2.pkl)."""
+    return _resolve(config, **overrides)[0]
+
+
+def _resolve(config=None, **overrides):
+    """``resolve_config``'s Config, and whether its model file is the default NAME.pkl."""
     if config is None:
         config = DEFAULT_RECIPE.with_overrides(name="default")
     elif isinstance(config, (str, os.PathLike)):
@@ -107,9 +113,10 @@ def resolve_config(config=None, **overrides):
     elif not isinstance(config, Config):
         raise TypeError(f"config must be a path, a Config or None, got {type(config).__name__}")
     config = config.with_overrides(**overrides)
-    if config.output.params is None:
+    defaulted = config.output.params is None
+    if defaulted:
         config = config.with_overrides(params=f"{config.output.name or DEFAULT_NAME}.pkl")
-    return config
+    return config, defaulted
 
 
 def _resume_point(resume):
@@ -202,7 +209,7 @@ def train(
             resumed_from = path
             config = Config.from_dict(checkpoint.config, source=str(path))
             _check_epochs_on_resume(config, checkpoint.checkpoint, epochs, path)
-        config = resolve_config(config, **overrides)
+        config, default_params = _resolve(config, **overrides)
         data_dir = resolve_data_dir(data_dir, config.data.data_dir)
         mirrors = resolve_mirrors(mirrors or (), config.data.mirrors)
         # config.yaml records where the data came from, whatever chose it (the option, the
@@ -217,6 +224,9 @@ def train(
             name = config.output.name or DEFAULT_NAME
             folder = runs.RunFolder.create(config.output.runs_dir, name)
             hold.enter_context(folder.locked())
+            if default_params and folder.path.name != name:  # runs/NAME-2 saves NAME-2.pkl,
+                params = Path(config.output.params)  # never over the first run's model
+                config = config.with_overrides(params=os.fspath(params.with_stem(folder.path.name)))
         if workers is None:
             workers = parallel.default_workers(config.training.batch_size)
         hold.enter_context(parallel.one_blas_thread())  # in this process too: see its doc

@@ -33,20 +33,41 @@ def test_each_recipe_writes_its_own_model_file(tmp_path, monkeypatch, mnist_dir)
     assert not (tmp_path / "params.pkl").exists()
 
 
-def test_replacing_a_model_file_is_said(tmp_path, monkeypatch, mnist_dir):
+def test_a_second_run_of_a_recipe_keeps_the_first_model(tmp_path, monkeypatch, mnist_dir):
+    """The default model file follows the run folder: runs/mine-2 saves mine-2.pkl, so the
+    first run's mine.pkl is never replaced (nothing the user had is lost)."""
     fake_mnist(monkeypatch, mnist_dir, test_limit=100)
     monkeypatch.chdir(tmp_path)
     config = recipe(tmp_path / "mine.yaml")
 
     first = invoke("train", "-c", config, "-q")
+    kept = (tmp_path / "mine.pkl").read_bytes()
     again = invoke("train", "-c", config, "-q")
+
+    assert again.exit_code == 0, again.output
+    assert "replacing" not in first.stdout + again.stdout
+    assert again.stdout.splitlines()[-1].endswith(
+        "saved the model to mine-2.pkl (run folder runs/mine-2)"
+    )
+    assert (tmp_path / "mine.pkl").read_bytes() == kept
+    assert same_params(tmp_path / "mine-2.pkl", tmp_path / "runs" / "mine-2" / "last.pkl")
+    assert "params: mine-2.pkl" in (tmp_path / "runs" / "mine-2" / "config.yaml").read_text()
+    named = invoke("train", "-c", config, "--name", "other", "-q")  # --name names the file
+    assert "saved the model to other.pkl (run folder runs/other)" in named.stdout
+
+
+def test_replacing_a_named_model_file_is_said(tmp_path, monkeypatch, mnist_dir):
+    fake_mnist(monkeypatch, mnist_dir, test_limit=100)
+    monkeypatch.chdir(tmp_path)
+    config = recipe(tmp_path / "mine.yaml")
+
+    first = invoke("train", "-c", config, "-q", "--out", "model.pkl")
+    again = invoke("train", "-c", config, "-q", "--out", "model.pkl")
 
     assert "replacing" not in first.stdout
     assert again.stdout.splitlines()[-1].endswith(
-        "saved the model to mine.pkl, replacing the previous one (run folder runs/mine-2)"
+        "saved the model to model.pkl, replacing the previous one (run folder runs/mine-2)"
     )
-    named = invoke("train", "-c", config, "--name", "other", "-q")  # --name names the file
-    assert "saved the model to other.pkl (run folder runs/other)" in named.stdout
 
 
 def test_quiet_keeps_the_results_on_stdout(tmp_path, monkeypatch, mnist_dir):
