@@ -1,6 +1,7 @@
 """``numpycnn configs``: list the built-in configs, or print one to start your own."""
 
 import json
+from pathlib import Path
 
 import click
 
@@ -50,6 +51,11 @@ def configs(name, as_json):
             for line in table(rows):
                 click.echo(line)
         return
+    if Path(name).is_file() and name not in recipes.builtin_configs():
+        raise click.ClickException(
+            f"{name}: a config file, not a built-in config; `numpycnn configs` lists the "
+            "built-in ones (your file is used as it is: numpycnn train --config FILE)"
+        )
     if as_json:
         recipe = recipes.describe(name)
         config = recipes.load_config(recipe.path).to_dict()

@@ -7,13 +7,13 @@ import click
 
 from numpycnn import data
 from numpycnn.data import Normalization, resolve_data_dir, resolve_mirrors
-from numpycnn.modelfile import load_model
 from numpycnn.training import evaluate
 
 from .options import (
     DEFAULT_MODEL,
     data_options,
     download_progress,
+    load_model_file,
     quiet_option,
     remove_stale_segments,
     reports_errors,
@@ -75,7 +75,7 @@ def evaluate_command(params, data_dir, mirrors, threads, workers, quiet, as_json
 
         require_matplotlib()
     remove_stale_segments()
-    saved = load_model(params)
+    saved = load_model_file(params)
     cfg_data = (saved.config or {}).get("data", {})
     mnist = load_mnist(
         resolve_data_dir(data_dir, cfg_data.get("data_dir")),

@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 
 from numpycnn.data import DataError, load_mnist, resolve_data_dir, resolve_mirrors
-from numpycnn.modelfile import load_model
 
-from .options import DEFAULT_MODEL, data_options, reports_errors, threads_option
+from .options import DEFAULT_MODEL, data_options, load_model_file, reports_errors, threads_option
 
 
 def _mnist(saved, data_dir, mirrors):
@@ -124,7 +123,7 @@ def inspect_command(
             raise click.ClickException(
                 "--save needs matplotlib, which is not installed: pip install 'numpycnn[plot]'"
             ) from None
-    saved = load_model(params)
+    saved = load_model_file(params)
 
     from numpycnn.inspector import Inspector
 

@@ -17,6 +17,19 @@ USER_ERRORS = (DataError, ValueError, OSError)
 DEFAULT_MODEL = "default.pkl"
 
 
+def load_model_file(path):
+    """``modelfile.load_model``, saying what ``default.pkl`` is when it is the default that
+    is missing (a new user who has not trained yet, or trained under another name)."""
+    from numpycnn.modelfile import load_model
+
+    if os.fspath(path) == DEFAULT_MODEL and not os.path.lexists(path):
+        raise click.ClickException(
+            f"{DEFAULT_MODEL}: no such file (the model `numpycnn train` saves with no "
+            "--config): train one, or name a model file"
+        )
+    return load_model(path)
+
+
 def data_options(command):
     """Add ``--data-dir DIR`` and the repeatable ``--mirror URL`` (as ``data_dir``, ``mirrors``)."""
     command = click.option(

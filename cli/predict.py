@@ -8,10 +8,15 @@ import numpy as np
 
 from numpycnn.data import Normalization
 from numpycnn.imageprep import ImageError, load_digit
-from numpycnn.modelfile import load_model
 from numpycnn.parallel import predict_proba
 
-from .options import DEFAULT_MODEL, remove_stale_segments, reports_errors, workers_option
+from .options import (
+    DEFAULT_MODEL,
+    load_model_file,
+    remove_stale_segments,
+    reports_errors,
+    workers_option,
+)
 
 
 def _skip_reason(path):
@@ -105,7 +110,7 @@ def predict(images, params, top_k, as_json, workers):
       numpycnn predict --params best.pkl my-digits/
     """
     remove_stale_segments()
-    saved = load_model(params)
+    saved = load_model_file(params)
     norm = Normalization.from_dict(saved.normalization)
     images, digits = _digits(images)
     probs = predict_proba(saved.model, norm.norm(np.stack(digits)), workers)

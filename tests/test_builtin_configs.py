@@ -126,6 +126,15 @@ def test_configs_unknown_name_fails_in_one_line():
     assert line.startswith("unknown config 'defualt' (did you mean 'default'?)")
 
 
+def test_configs_of_a_file_says_it_is_a_file(tmp_path, monkeypatch):
+    """`numpycnn configs a.yaml` of an existing file: true words, not "no such file"."""
+    monkeypatch.chdir(tmp_path)
+    Path("a.yaml").write_text("training:\n  epochs: 1\n")
+    line = error_line(invoke("configs", "a.yaml"))
+    assert line.startswith("a.yaml: a config file, not a built-in config")
+    assert "no such file" not in line
+
+
 # ----- one set of defaults -----
 
 

@@ -210,7 +210,9 @@ def test_unwritable_plot_path_names_the_file(tmp_path, monkeypatch, mnist_dir):
 
 def test_default_params_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert error_line(invoke("eval")) == "default.pkl: no such file"
+    assert error_line(invoke("eval")).startswith(
+        "default.pkl: no such file (the model `numpycnn train` saves"
+    )
 
 
 def write_bytes(path, content):

@@ -116,7 +116,9 @@ def test_bad_image_is_one_line_naming_the_file(
 
 def test_default_params_file(tmp_path, monkeypatch, digits):
     monkeypatch.chdir(tmp_path)
-    assert error_line(invoke("predict", digits[0][0])) == "default.pkl: no such file"
+    assert error_line(invoke("predict", digits[0][0])).startswith(
+        "default.pkl: no such file (the model `numpycnn train` saves"
+    )
 
 
 def test_truncated_params_file(tmp_path, digits, reference_params_path):

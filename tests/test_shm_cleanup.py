@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import tiny_config
+from test_interrupts import group_alive
 
 from numpycnn import parallel
 from numpycnn.engine import Sequential
@@ -109,7 +110,10 @@ def killed_run(tmp_path, mnist_dir):
 def test_the_next_command_removes_a_killed_runs_segments_and_says_so(
     killed_run, tmp_path, mnist_dir, monkeypatch
 ):
-    time.sleep(0.2)  # the group's processes are gone, their memory not
+    deadline = time.monotonic() + 30  # the group's processes are gone, their memory not
+    while group_alive(killed_run) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert group_alive(killed_run) == []
     left = sorted(p.name for p in SHM.glob(f"numpycnn-{killed_run}-*"))
     assert len(left) >= 3, left  # state, data and batch: nobody removed them
     size = sum((SHM / n).stat().st_size for n in left)
