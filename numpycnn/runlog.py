@@ -250,7 +250,7 @@ class Recorder:
                 item = ()
             if item is None:
                 return
-            with contextlib.suppress(OSError):  # a full disk costs a snapshot, not the run
+            with contextlib.suppress(Exception):  # a full disk costs a snapshot, not the run
                 if item:
                     self._write_snapshot(*item)
                 if time.monotonic() - refreshed >= STATUS_SECONDS:
@@ -311,8 +311,10 @@ class Recorder:
         if kind is not None and self._state == "running":
             stopped = issubclass(kind, KeyboardInterrupt)
             self.end("stopped" if stopped else "failed", None if stopped else str(exc))
-        self._queue.put(None)  # after the snapshots queued: each is written first
-        self._thread.join(None if kind is None else 10.0)
+        wait = 60.0 if kind is None else 10.0  # for the snapshots queued, then no longer
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=wait)  # after the queued snapshots: written first
+        self._thread.join(wait)
         self._log.close()
         with contextlib.suppress(OSError):
             self._write_status()
