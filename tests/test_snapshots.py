@@ -94,7 +94,7 @@ def test_snapshots_off_keeps_the_log_only(tmp_path, loader):
     folder = result.folder.path
 
     assert runlog.list_snapshots(folder) == []
-    assert not list((folder / "snapshots").iterdir())
+    assert not (folder / "snapshots").exists()
     view = runlog.read_run(folder)
     assert view["state"] == "finished" and view["per_batch"]["step"] == list(range(1, 61))
     with pytest.raises(RunFolderError, match="no snapshot at step 0"):
