@@ -222,14 +222,24 @@ class Recorder:
         """Log the batch just done; hand its parameters to the writer at a snapshot step."""
         step = trainer.epoch * self.per_epoch + trainer.batch
         seconds = self._offset + time.perf_counter() - self._clock
-        self._log.write(
-            f"{step},{trainer.epoch + 1},{trainer.batch},{_cell(loss)},{_cell(accuracy)},"
-            f"{_cell(trainer.optimizer.lr)},{seconds:.3f}\n"
-        )
-        self._log.flush()
+        if self._log is not None:
+            try:
+                self._log.write(
+                    f"{step},{trainer.epoch + 1},{trainer.batch},{_cell(loss)},"
+                    f"{_cell(accuracy)},{_cell(trainer.optimizer.lr)},{seconds:.3f}\n"
+                )
+                self._log.flush()
+            except OSError:  # a full disk ends the log, not the run (checkpoints say more)
+                self._close_log()
         self._step = step
         if step in self.planned:
             self._offer(step, trainer.model.flat_params.copy(), seconds)
+
+    def _close_log(self):
+        log, self._log = self._log, None
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
 
     def _offer(self, step, params, seconds):
         item = (step, params, seconds)
@@ -316,7 +326,7 @@ class Recorder:
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=wait)  # after the queued snapshots: written first
         self._thread.join(wait)
-        self._log.close()
+        self._close_log()
         with contextlib.suppress(OSError):
             self._write_status()
         return False

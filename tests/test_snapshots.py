@@ -152,3 +152,27 @@ def test_a_writer_that_falls_behind_drops_snapshots_and_never_blocks(tmp_path, m
         np.testing.assert_array_equal(np.load(snap.path)["params"], expected[snap.step])
     assert runlog.read_status(tmp_path / "run")["snapshots_dropped"] == 7
     assert len(runlog._steps_rows(tmp_path / "run" / runlog.STEPS)) == 10  # no row dropped
+
+
+def test_a_log_that_cannot_be_written_ends_the_log_not_the_run(tmp_path):
+    class FullDisk:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    model = Sequential(TINY_NETWORK, seed=1)
+    trainer = SimpleNamespace(
+        model=model, batches_per_epoch=5, total_steps=5, epochs=1, epoch=0, batch=1,
+        optimizer=SimpleNamespace(lr=0.1),
+    )  # fmt: skip
+    (tmp_path / "run").mkdir()
+    with runlog.Recorder(tmp_path / "run", trainer, Normalization("unit", 0.0, 255.0)) as rec:
+        rec._log = FullDisk()
+        rec.on_batch(trainer, 0.5, 0.25)  # no error: the run goes on
+        trainer.batch = 2
+        rec.on_batch(trainer, 0.5, 0.25)
+        rec.end("finished")
+    assert runlog.read_status(tmp_path / "run")["state"] == "finished"
+    assert [s.step for s in runlog.list_snapshots(tmp_path / "run")] == [1, 2]
