@@ -15,12 +15,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import parallel, runs
+from . import parallel, runlog, runs
 from .allocator import keep_freed_blocks
 from .config import DEFAULT_RECIPE, Config, find_config, load_config
 from .data import (
@@ -237,7 +237,16 @@ def train(
                 parallel.WorkerPool(run.model, t.x, t.y, workers=int(workers), augment=t.augment)
             )
             t.use_pool(pool)
-        return _train(run, mnist, config, folder, resumed_from, cb, threads, pool)
+        # steps.csv, snapshots/ and status.json, for a page that follows or replays the run
+        source = resumed_from and runs.RunFolder.holding(resumed_from)
+        with runlog.Recorder(
+            folder.path, run.trainer, run.normalization, config.output.snapshots,
+            source=source and source.path,
+        ) as recorder:  # fmt: skip
+            cb = replace(cb, on_batch=recorder.chain(cb.on_batch))
+            result = _train(run, mnist, config, folder, resumed_from, cb, threads, pool)
+            recorder.end("finished" if result.finished else "stopped")
+        return result
 
 
 #: Formats only ``numpycnn export`` writes: a model saved under such a name would be a pickle.

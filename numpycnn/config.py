@@ -16,7 +16,8 @@ exists.
   hyperparameters, and ``schedule``, a mapping with ``name`` (exponential, cosine, onecycle)
   and its settings.
 - ``output``: params (the final model file), runs_dir and name (the run folder
-  ``runs_dir/name[-N]``), save_epochs (a checkpoint file per epoch besides last and best).
+  ``runs_dir/name[-N]``), save_epochs (a checkpoint file per epoch besides last and best),
+  snapshots (copies of the parameters at about 44 steps, to replay the run).
 
 In INI files the sections are ``[data]``, ``[augment]``, ``[training]``, ``[optimizer]``,
 ``[schedule]`` and ``[output]``, and the network is the numbered sections ``[layer.1]``,
@@ -154,13 +155,15 @@ class OutputConfig:
     ``name`` defaults to the config file's name. ``params`` defaults to ``NAME.pkl`` after
     the run's name (``best.pkl`` for best.yaml), so that one recipe's model never replaces
     another's. ``save_epochs`` keeps a checkpoint file per epoch besides ``last.pkl`` and
-    ``best.pkl``.
+    ``best.pkl``. ``snapshots`` keeps copies of the parameters at about 44 steps of the
+    run in its ``snapshots/`` folder, to replay it (``numpycnn.runlog``).
     """
 
     params: str | None = None  # None: NAME.pkl, after the run's name
     runs_dir: str = "runs"
     name: str | None = None
     save_epochs: bool = False
+    snapshots: bool = True
 
 
 def _reference_specs():
@@ -666,11 +669,14 @@ def _output(raw):
     v = _section(raw, OutputConfig, "output")
     if not isinstance(v["save_epochs"], bool):
         raise _Problem(f"output.save_epochs: expected true or false, got {v['save_epochs']!r}")
+    if not isinstance(v["snapshots"], bool):
+        raise _Problem(f"output.snapshots: expected true or false, got {v['snapshots']!r}")
     return OutputConfig(
         params=None if v["params"] is None else _text("output.params", v["params"]),
         runs_dir=_text("output.runs_dir", v["runs_dir"]),
         name=_run_name("output.name", v["name"]),
         save_epochs=v["save_epochs"],
+        snapshots=v["snapshots"],
     )
 
 

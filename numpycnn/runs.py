@@ -8,7 +8,9 @@
 - ``epoch-NNN.pkl``: a checkpoint per epoch, when ``output.save_epochs`` asks for them;
 - ``results.csv``: one row per epoch (losses, accuracies, learning rate, time, speed);
 - ``layers.csv``: per epoch and layer, the weight and gradient norms and dead ReLUs;
-- ``results.png``: the curves, when matplotlib is installed.
+- ``results.png``: the curves, when matplotlib is installed;
+- ``steps.csv``, ``status.json`` and ``snapshots/``: the per-batch log, the run's state and
+  copies of its parameters at about 44 steps, written and read by ``numpycnn.runlog``.
 
 A folder is claimed with an exclusive ``mkdir``, so two runs started at once never share
 one, and a run holds an advisory lock on it while it trains, so a second process cannot

@@ -431,6 +431,7 @@ def test_two_runs_at_once_in_one_directory_keep_separate_complete_folders(tmp_pa
         folder = tmp_path / "runs" / summary["run"].split("/")[-1]
         assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
             "best.pkl", "config.yaml", "last.pkl", "layers.csv", "results.csv", "results.png",
+            "snapshots", "status.json", "steps.csv",
         ]  # fmt: skip
         last = load_model(folder / "last.pkl")
         assert last.checkpoint["epoch"] == 2
