@@ -52,6 +52,7 @@ import io
 import os
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -65,6 +66,7 @@ __all__ = [
     "ImageError",
     "check_image",
     "decode_digit",
+    "list_images",
     "load_digit",
     "open_image",
     "prepare_digit",
@@ -203,6 +205,40 @@ def _load(source, name):
         check_image(image, name)
         image.load()  # decode now: truncated or corrupted data fails here, not later
         return _prepare(image, name)
+
+
+def list_images(directory):
+    """(paths, skipped): the entries of ``directory`` to read as images, and the others as
+    (path, reason) pairs, both in sorted order; not recursive.
+
+    Regular files, and links to them, are listed whatever their name (``load_digit`` tells
+    images by content). Skipped, with the reason: hidden entries (a leading dot), folders
+    and links to folders (not searched), broken links and special files (a FIFO would
+    block a reader). Raises OSError when the directory cannot be listed.
+    """
+    paths, skipped = [], []
+    for path in sorted(Path(directory).iterdir()):
+        reason = _skip_reason(path)
+        if reason is None:
+            paths.append(path)
+        else:
+            skipped.append((path, reason))
+    return paths, skipped
+
+
+def _skip_reason(path):
+    """Why a directory entry is not read as an image, or None for a regular (or linked)
+    file."""
+    folder = path.is_dir()
+    if path.name.startswith("."):
+        return "a hidden folder" if folder else "a hidden file"
+    if folder:
+        return "a folder (folders in a folder are not searched)"
+    if path.is_symlink() and not path.exists():
+        return f"a broken link (to {path.readlink()})"
+    if not path.is_file():
+        return "not a regular file"
+    return None
 
 
 def prepare_digit(image):
