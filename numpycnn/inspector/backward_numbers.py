@@ -17,7 +17,7 @@ from .backprop import backward
 from .papers import EQUATIONS
 from .tracing import InspectionError, layer_labels, unit_index
 
-__all__ = ["TERMS", "unit_backward", "weight_backward"]
+__all__ = ["TERMS", "answer", "unit_backward", "weight_backward"]
 
 #: How many terms of a sum are listed, largest magnitude first (the rest are summed).
 TERMS = 12
@@ -300,3 +300,28 @@ def weight_backward(tr, index, param, weight, target=None, label=None):
         }
     (k,) = weight
     return {**base, "rule": "dense_bias", "grad": float(g[k]), **_agree(g[k], engine)}
+
+
+def _optional_class(body, key):
+    value = body.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InspectionError(f"'{key}' must be an integer, got {value!r:.40}")
+    return value
+
+
+def answer(tr, body):
+    """The answer to one ``/api/unit_backward`` request ``body`` for the traced image: with
+    ``weight`` ({layer, param, index}) that weight's dQ/dw, else ``unit`` of ``layer``'s
+    dQ/da; Q is ``class``'s score or the loss for ``label`` (default: the predicted class)."""
+    target, label = _optional_class(body, "class"), _optional_class(body, "label")
+    if target is not None and label is not None:
+        raise InspectionError("give 'class' (a score) or 'label' (the loss), not both")
+    weight = body.get("weight")
+    if weight is not None:
+        if not isinstance(weight, dict):
+            raise InspectionError("'weight' must be an object {layer, param, index}")
+        param = weight.get("param", "weight")
+        return weight_backward(tr, weight.get("layer"), param, weight.get("index"), target, label)
+    if "layer" not in body or "unit" not in body:
+        raise InspectionError("give 'layer' (an index from 0) and 'unit' (a list), or 'weight'")
+    return unit_backward(tr, body["layer"], body["unit"], target, label)
