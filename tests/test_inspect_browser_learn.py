@@ -11,18 +11,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import test_inspect_browser as pages
 from test_inspect_api import request
-from test_inspect_browser import (  # noqa: F401 - fixtures
-    CHROMIUM,
-    THREE,
-    browser,
-    click_unit,
-    draw,
-    js_number,
-    open_page,
-    served,
-    wait_inspected,
-)
+from test_inspect_browser import CHROMIUM, THREE, click_unit, draw, js_number, wait_inspected
+
+# the page tests' own fixtures: the browser, the served reference network, a page opener
+browser, served, open_page = pages.browser, pages.served, pages.open_page
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
 
@@ -81,10 +75,14 @@ def test_backward_numbers_and_one_learning_step(open_page, served, tmp_path, wid
     assert "kernel" not in update and "3-conv2d weight[1," in update  # the weight chosen above
     assert page.locator("#learn-update .eq.ok").count() == 1
     page.click("#learn-10")
-    page.wait_for_function("() => document.getElementById('learn-opt').textContent.includes('11 steps')")
+    page.wait_for_function(
+        "() => document.getElementById('learn-opt').textContent.includes('11 steps')"
+    )
     shoot(page.locator("#sec-learn"), tmp_path, f"learn-{width}")
     page.click("#learn-reset")
-    page.wait_for_function("() => document.getElementById('learn-opt').textContent.includes('0 steps')")
+    page.wait_for_function(
+        "() => document.getElementById('learn-opt').textContent.includes('0 steps')"
+    )
     axe = pytest.importorskip("axe_playwright_python.sync_playwright")
     results = axe.Axe().run(page)
     bad = [
