@@ -3,7 +3,8 @@
 backward numbers (as the API computes them, agreeing with the engine), choose a weight, take
 one learning step and see the loss fall; no console error, no sideways scrolling, no serious
 accessibility violation. Screenshots of both widths are saved as test artefacts; with
-``NUMPYCNN_INSPECT_LEARN_SCREENSHOT=FILE`` they are also copied to FILE and FILE-phone.
+``NUMPYCNN_INSPECT_LEARN_SCREENSHOT=docs/inspect.png`` they are also copied beside it as
+``inspect-learn.png`` and ``inspect-backward.png`` (and ``-phone`` of each).
 """
 
 import os
@@ -29,7 +30,7 @@ def shoot(locator, tmp_path, name):
     if target:
         target = Path(target)
         suffix = "" if name.endswith("1400") else "-phone"
-        part = "-learn" if "learn" in name else ""
+        part = "-learn" if "learn" in name else "-backward"
         shutil.copyfile(shot, target.with_name(target.stem + part + suffix + target.suffix))
     assert shot.stat().st_size > 10_000
 
