@@ -159,3 +159,14 @@ def test_a_rate_far_too_high_diverges_without_an_error(tmp_path, mnist):
         {"session": "s", "label": 4, "steps": 20, "lr": 10}, lambda: norm.norm(mnist.test_images[0])
     )
     assert r["total_steps"] == 20 and len(r["losses"]) == 20
+
+
+def test_an_unusable_checkpoint_state_is_a_clear_error(tmp_path, mnist):
+    saved, _ = model_file(tmp_path / "m.pkl", mnist, "adam", {"lr": 0.003}, 1)
+    state = saved.checkpoint["optimizer"]
+    saved.checkpoint["optimizer"] = {**state, "m": state["m"][:10], "v": state["v"][:10]}
+    with pytest.raises(InspectionError, match="'m' has the wrong size"):
+        trained_optimizer(saved)
+    saved.checkpoint["optimizer"] = {**state, "spec": {"name": "rmsprop", "lr": 0.1}}
+    with pytest.raises(InspectionError, match="unusable: unknown optimiser 'rmsprop'"):
+        trained_optimizer(saved)

@@ -43,8 +43,11 @@ def trained_optimizer(saved):
     state = ckpt.get("optimizer") if isinstance(ckpt, dict) else None
     if isinstance(state, dict) and isinstance(state.get("spec"), dict):
         spec = dict(state["spec"])
-        opt = optim.get(spec.pop("name"), **spec)
-        opt.load_state_dict({k: v for k, v in state.items() if k != "spec"})
+        try:
+            opt = optim.get(spec.pop("name", None), **spec)
+            opt.load_state_dict({k: v for k, v in state.items() if k != "spec"})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InspectionError(f"the model file's optimiser state is unusable: {exc}") from None
         for key in ("m", "v", "velocity"):
             value = getattr(opt, key, None)
             if value is not None and np.shape(value) != (saved.model.num_params,):
@@ -161,12 +164,20 @@ class Learner:
 
     # ----- one weight's update in numbers -----
 
+    def _slices(self):
+        """(layer index, parameter name, shape, offset) of every parameter in the model's
+        flat buffer, in its order (weights first, then biases: ``Sequential._allocate``)."""
+        model, offset = self.model, 0
+        for owner, name, shape in model._ordered:
+            yield model.layers.index(owner), name, shape, offset
+            offset += math.prod(shape)
+
     def locate(self, layer, param, index):
         """The flat index of parameter ``param`` [``index``] of layer ``layer``."""
         model = self.model
         if (
-            isinstance(layer, bool)
-            or not isinstance(layer, int)
+            not isinstance(layer, int)
+            or isinstance(layer, bool)
             or not 0 <= layer < len(model.layers)
         ):
             raise InspectionError(f"weight layer must be a layer index, got {layer!r:.40}")
@@ -175,24 +186,18 @@ class Learner:
             raise InspectionError(f"layer {self.labels[layer]} has no parameter {param!r:.40}")
         shape = params[param].shape if param == "weight" else params[param].shape[:1]
         where = unit_index(index, shape, f"{self.labels[layer]} {param}")
-        offset = 0
-        for owner, name, pshape in model._ordered:
-            if owner is model.layers[layer] and name == param:
-                full = where if param == "weight" else (where[0], 0)
+        full = where if param == "weight" else (where[0], 0)
+        for i, name, pshape, offset in self._slices():
+            if i == layer and name == param:
                 return offset + int(np.ravel_multi_index(full, pshape))
-            offset += math.prod(pshape)
         raise InspectionError(f"layer {self.labels[layer]} has no parameter {param!r}")
 
     def name(self, flat):
         """(layer, param, index) of flat parameter index ``flat``."""
-        offset = 0
-        for owner, name, pshape in self.model._ordered:
-            size = math.prod(pshape)
-            if flat < offset + size:
+        for layer, name, pshape, offset in self._slices():
+            if flat < offset + math.prod(pshape):
                 index = [int(v) for v in np.unravel_index(flat - offset, pshape)]
-                layer = self.model.layers.index(owner)
                 return layer, name, index if name == "weight" else index[:1]
-            offset += size
         raise IndexError(flat)
 
     def most_changed(self):
