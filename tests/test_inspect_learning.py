@@ -12,6 +12,7 @@ from numpycnn.engine import Sequential, optim
 from numpycnn.inspector.learning import Learner, Sessions, trained_optimizer
 from numpycnn.inspector.tracing import InspectionError
 from numpycnn.modelfile import load_model, save_model
+from numpycnn.training import Trainer
 
 F32 = float(np.finfo(np.float32).eps)
 SMALL = [
@@ -24,19 +25,21 @@ SMALL = [
 
 
 def model_file(path, mnist, name, hyper, checkpoint_steps=0):
-    """A small network trained for ``checkpoint_steps`` steps of optimiser ``name`` on real
-    MNIST images, saved with its config and, when it trained, its optimiser's state."""
+    """A small network trained for ``checkpoint_steps`` steps of optimiser ``name`` (batches
+    of 16 real MNIST images, by ``training.Trainer``), saved with its config and, when it
+    trained, the trainer's checkpoint, as a run's last.pkl holds it."""
     model = Sequential(SMALL, init="he_normal", seed=1)
     norm = Normalization.fit("standard", mnist.train_images[:1000])
     opt = optim.get(name, **hyper)
-    for k in range(checkpoint_steps):
-        x = norm.norm(mnist.train_images[k * 16 : (k + 1) * 16])
-        model.train_step(x, mnist.train_labels[k * 16 : (k + 1) * 16], opt)
+    checkpoint = None
+    if checkpoint_steps:
+        n = 16 * checkpoint_steps
+        x, y = norm.norm(mnist.train_images[:n]), mnist.train_labels[:n]
+        trainer = Trainer(model, opt, x, y, epochs=1, batch_size=16)
+        assert trainer.run()
+        checkpoint = trainer.state_dict()
     config = Config().to_dict()
     config["training"]["optimizer"] = {"name": name, **opt.hyperparameters()}
-    checkpoint = (
-        {"optimizer": {"spec": opt.spec(), **opt.state_dict()}} if checkpoint_steps else None
-    )
     save_model(path, model, norm, [1.0], config, checkpoint=checkpoint)
     return load_model(path), norm
 
