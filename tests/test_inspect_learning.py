@@ -116,6 +116,12 @@ def test_a_checkpoints_adam_state_is_used(tmp_path, mnist):
     saved, norm = model_file(tmp_path / "m.pkl", mnist, "adam", {"lr": 0.003}, 4)
     opt, source = trained_optimizer(saved)
     np.testing.assert_array_equal(opt.m, saved.checkpoint["optimizer"]["m"])
+    assert opt.lr == 0.003 and "schedule" not in source  # a constant rate: nothing to say
+    # a schedule that ended low (one-cycle: ~1e-8): the rate starts at the config's base rate
+    saved.checkpoint["optimizer"]["spec"]["lr"] = 1.2e-8
+    opt, source = trained_optimizer(saved)
+    assert opt.lr == 0.003 and opt.t == 4
+    assert "rate: the config's 0.003 (the schedule's last was 1.2e-08)" in source
     learner = Learner(saved)
     learner.learn(norm.norm(mnist.test_images[1]), 2, 0.001, 1)
     flat = learner.most_changed()

@@ -38,9 +38,15 @@ SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def trained_optimizer(saved):
     """(optimiser, where its settings and state come from) for a loaded model file: the
     checkpoint's optimiser with its state, else the config's optimiser fresh, else the 2018
-    reference's update for its pickle, else Adam's defaults."""
+    reference's update for its pickle, else Adam's defaults.
+
+    A checkpoint's rate is the schedule's rate at its last step (a one-cycle run ends near
+    1e-8, at which a step changes nothing visible); the optimiser starts at the config's
+    base rate instead, where the file has one."""
     ckpt = saved.checkpoint or {}
     state = ckpt.get("optimizer") if isinstance(ckpt, dict) else None
+    training = (saved.config or {}).get("training") or {}
+    settings = training.get("optimizer")
     if isinstance(state, dict) and isinstance(state.get("spec"), dict):
         spec = dict(state["spec"])
         try:
@@ -54,9 +60,13 @@ def trained_optimizer(saved):
                 raise InspectionError(
                     f"the checkpoint's optimiser state {key!r} has the wrong size"
                 )
-        return opt, f"the model file's checkpoint (after {opt.t:,} steps)"
-    training = (saved.config or {}).get("training") or {}
-    settings = training.get("optimizer")
+        source = f"the model file's checkpoint (after {opt.t:,} steps)"
+        base = settings.get("lr") if isinstance(settings, dict) else None
+        if isinstance(base, (int, float)) and not isinstance(base, bool) and base > 0:
+            if base != opt.lr:
+                source += f"; rate: the config's {base:g} (the schedule's last was {opt.lr:.2g})"
+            opt.lr = float(base)
+        return opt, source
     if isinstance(settings, dict) and "name" in settings:
         spec = dict(settings)
         return optim.get(spec.pop("name"), **spec), "the model file's config, with fresh state"
