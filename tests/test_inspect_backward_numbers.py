@@ -2,9 +2,13 @@
 each weight's dQ/dw, recomputed in float64 by the papers' rules, must equal float64 central
 differences of Q, for a unit of every layer kind, for a class score and for the loss."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from numpycnn.config import load_config
+from numpycnn.data import Normalization
 from numpycnn.engine import Sequential, losses
 from numpycnn.inspector.backward_numbers import unit_backward, weight_backward
 from numpycnn.inspector.papers import EQUATIONS
@@ -200,3 +204,27 @@ def test_bad_requests_name_the_value():
         weight_backward(tr, 0, "gamma", [0])
     with pytest.raises(InspectionError, match="class 7"):
         unit_backward(tr, 0, [0, 0, 0], target=7)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_zoo_network_and_loss(config, mnist):
+    """A unit of every layer and a weight of every linear layer of each zoo network (its
+    own loss: cross-entropy, binary cross-entropy, squared errors), for the loss of a real
+    test digit: the recomputed gradient equals the engine's backward value."""
+    cfg = load_config(config)
+    model = Sequential(cfg.network, loss=cfg.training.loss, init=cfg.training.init, dtype="float64")
+    x = Normalization.fit("standard", mnist.train_images[:500]).norm(mnist.test_images[7])
+    tr = trace(model, x.astype(np.float64))
+    rng = np.random.default_rng(0)
+    for index, out in enumerate(tr.outputs):
+        unit = [int(rng.integers(n)) for n in out.shape[1:]]
+        for step in unit_backward(tr, index, unit, label=4)["steps"]:
+            assert step["value"] == pytest.approx(step["engine"], rel=1e-9, abs=1e-15), step
+        layer = model.layers[index]
+        if "weight" in layer.params:
+            weight = [int(rng.integers(n)) for n in layer.params["weight"].shape]
+            w = weight_backward(tr, index, "weight", weight, label=4)
+            assert w["value"] == pytest.approx(w["engine"], rel=1e-9, abs=1e-15), w
