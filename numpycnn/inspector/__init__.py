@@ -4,6 +4,9 @@
   ``tracing`` (the forward pass on copies of the layers), ``backprop`` (the backward pass,
   negligible gradients, the softmax step by step), ``arithmetic`` (a unit's sum),
   ``fields`` (receptive fields) and ``novelty`` (does the input look like a digit at all).
+- ``backward_numbers``: a unit's dQ/da and a weight's dQ/dw recomputed by each layer's rule,
+  named as the papers write it (``papers``); ``learning``: training steps on one image on a
+  copy of the model, per page session.
 - ``server``: the local HTTP server and its JSON API over an ``Inspector``.
 - ``page.html``: the page itself, one self-contained file with no build step.
 """

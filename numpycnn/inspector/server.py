@@ -60,7 +60,9 @@ import numpy as np
 
 from ..data import DataError
 from ..imageprep import ImageError
+from .backward_numbers import answer as backward_answer
 from .compute import InspectionError
+from .learning import Sessions
 
 __all__ = ["MAX_BODY", "InspectServer", "make_server", "to_json"]
 
@@ -120,6 +122,7 @@ class InspectServer(ThreadingHTTPServer):
 
     def __init__(self, address, inspector, log=None):
         self.inspector = inspector
+        self.learning = Sessions(inspector.saved)  # /api/learn's model copies, bounded
         self.log = log or (lambda line: None)
         self.page = resources.files(__package__).joinpath(PAGE).read_bytes()
         super().__init__(address, Handler)
@@ -426,6 +429,17 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "give 'layer' (an index from 0) and 'unit' (a list)")
         self._json(ins.unit(ins.trace(digit), body["layer"], body["unit"]))
 
+    # ----- the backward pass in numbers and learning from one example (#18) -----
+
+    def unit_backward(self, url):
+        body = self._read_json()
+        self._json(backward_answer(self.server.inspector.trace(self._digit(body)), body))
+
+    def learn(self, url):
+        body = self._read_json()
+        norm = self.server.inspector.norm
+        self._json(self.server.learning.answer(body, lambda: norm.norm(self._digit(body))))
+
     GET = {
         "/": page,
         "/inspect.html": page,
@@ -437,3 +451,4 @@ class Handler(BaseHTTPRequestHandler):
         "/api/field": field,
     }
     POST = {"/api/predict": predict, "/api/inspect": inspect, "/api/unit": unit}
+    POST.update({"/api/unit_backward": unit_backward, "/api/learn": learn})
