@@ -18,12 +18,14 @@ from . import interrupts
 from .options import (
     config_option,
     data_options,
+    decode_progress,
     download_progress,
     progress_factory,
     quiet_option,
     remove_stale_segments,
     reports_errors,
     threads_option,
+    warn,
 )
 
 
@@ -224,6 +226,8 @@ def train(
                 on_epoch=on_epoch,
                 should_stop=lambda: interrupts.requested() is not None,
                 download_progress=download_progress(quiet),
+                decode_progress=decode_progress(quiet),
+                on_warning=warn,
             ),
             threads=threads,
             workers=workers,

@@ -55,9 +55,15 @@ def test_json_lists_file_digit_probability_and_top_k(digits, reference_params_pa
     assert [r["file"] for r in results] == [str(p) for p in paths]
     assert [r["digit"] for r in results] == labels
     for r in results:
-        assert set(r) == {"file", "digit", "probability", "top_k"}
+        assert set(r) == {"file", "class", "index", "digit", "probability", "top_k"}
+        assert r["class"] == str(r["digit"]) and r["index"] == r["digit"]  # MNIST's names
         assert len(r["top_k"]) == 4
-        assert r["top_k"][0] == {"digit": r["digit"], "probability": r["probability"]}
+        assert r["top_k"][0] == {
+            "class": r["class"],
+            "index": r["index"],
+            "digit": r["digit"],
+            "probability": r["probability"],
+        }
         probs = [t["probability"] for t in r["top_k"]]
         assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
         assert len({t["digit"] for t in r["top_k"]}) == 4
