@@ -28,18 +28,18 @@ def format_report(report):
     """The human-readable report: accuracy, a per-class table, the confusion matrix (rows
     and columns numbered, with a key of the class names when they are not the numbers)."""
     names = report.get("class_names") or list(report["per_class"])
+    numbered = names == [str(k) for k in range(len(names))]
+    label = "digit" if numbered else "class"  # MNIST's report reads as it always has
     width_name = max(5, *(len(n) for n in names))
     lines = [
         f"test accuracy {100 * report['accuracy']:.2f}% ({report['correct']}/{report['total']})",
         "",
-        f"{'class':>{width_name}}  precision  recall  support",
+        f"{label:>{width_name}}  precision  recall  support",
     ]
     for name, row in report["per_class"].items():
         precision = "-" if row["precision"] is None else f"{row['precision']:.4f}"
         recall = "-" if row["recall"] is None else f"{row['recall']:.4f}"
         lines.append(f"{name:>{width_name}}  {precision:>9}  {recall:>6}  {row['support']:>7}")
-    numbered = names == [str(k) for k in range(len(names))]
-    label = "digit" if numbered else "class"
     lines += ["", f"confusion matrix (rows: true {label}, columns: predicted)"]
     width = max(len(str(v)) for row in report["confusion"] for v in row) + 1
     width = max(width, len(str(len(names) - 1)) + 1)

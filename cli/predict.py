@@ -108,6 +108,8 @@ def predict(images, params, top_k, as_json, workers):
     saved = load_model_file(params)
     norm = Normalization.from_dict(saved.normalization)
     source, shape, names = saved.data_source, saved.model.input_shape, saved.class_names
+    if top_k > len(names):
+        raise click.ClickException(f"--top-k {top_k}: the model has {len(names)} classes")
     digits = is_digit_model(source)
     images, arrays = _digits(
         images,

@@ -150,7 +150,7 @@ class ReusedEvaluation:
         for array in (*model.get_params(), images, labels):
             digest.update(str((array.dtype, array.shape)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
-        key = (digest.hexdigest(), tuple(sorted(kwargs.items())))
+        key = (digest.hexdigest(), repr(sorted(kwargs.items())))
         if key in self.reports:
             self.reused += 1
         else:

@@ -140,15 +140,19 @@ def test_truncated_params_file(tmp_path, digits, reference_params_path):
     ("args", "message"),
     [
         ([], "Missing argument 'IMAGES...'."),
-        (["--top-k", "0", "x.png"], "Invalid value for '--top-k': 0 is not in the range 1<=x<=10."),
-        (
-            ["--top-k", "11", "x.png"],
-            "Invalid value for '--top-k': 11 is not in the range 1<=x<=10.",
-        ),
+        (["--top-k", "0", "x.png"], "Invalid value for '--top-k': 0 is not in the range x>=1."),
     ],
 )
 def test_usage_errors(args, message):
     assert error_line(invoke("predict", *args), code=2) == message
+
+
+def test_top_k_above_the_class_count_is_one_line(digits, reference_params_path):
+    """--top-k is bounded by the model's classes (a folder may have hundreds), said once
+    the model is read."""
+    paths, _ = digits
+    line = error_line(invoke("predict", "--params", reference_params_path, "--top-k", 11, paths[0]))
+    assert line == "--top-k 11: the model has 10 classes"
 
 
 def bomb_png(width, height):
