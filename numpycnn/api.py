@@ -243,7 +243,14 @@ def train(
         if int(workers) > 1:
             t = run.trainer
             pool = hold.enter_context(
-                parallel.WorkerPool(run.model, t.x, t.y, workers=int(workers), augment=t.augment)
+                parallel.WorkerPool(
+                    run.model,
+                    t.x,
+                    t.y,
+                    workers=int(workers),
+                    augment=t.augment,
+                    normalize=t.normalize,
+                )  # fmt: skip
             )
             t.use_pool(pool)
         # steps.csv, snapshots/ and status.json, for a page that follows or replays the run

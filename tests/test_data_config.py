@@ -241,3 +241,39 @@ def test_prepare_builds_the_network_for_the_data_and_checks_its_size(tmp_path):
         prepare(limited, colour_dataset())
     with pytest.raises(ValueError, match=r"network\[4\] \(dense\), gives 2 scores, but data"):
         prepare(config, colour_dataset(classes=3))
+
+
+def test_raw_pixels_normalised_per_batch_train_to_the_bit(mnist):
+    """uint8 training images normalised a batch (or a worker's share) at a time give the
+    very parameters that the whole set normalised up front gives, augmented too."""
+    from numpycnn import parallel
+    from numpycnn.engine import Sequential, optim
+    from numpycnn.training import Trainer
+
+    colour = np.repeat(mnist.train_images[:192, None], 3, axis=1)
+    colour[:, 1] //= 3
+    labels = mnist.train_labels[:192].astype(np.int64)
+    norm = Normalization.fit("standard", colour)
+    aug = Augmentation(shift=2, rotate=5, fill=norm.blank(3), flip=0.5)
+    net = [{"type": "conv2d", "filters": 3, "kernel": 5, "stride": 3}, {"type": "flatten"}]
+    net.append({"type": "dense", "units": 10})
+
+    def trained(x, normalize, workers=1):
+        model = Sequential(net, input_shape=(3, 28, 28), seed=1)
+        t = Trainer(model, optim.Adam(lr=0.01), x, labels, epochs=1, batch_size=32, seed=2,
+                    augment=aug, normalize=normalize)  # fmt: skip
+        if workers > 1:
+            with parallel.WorkerPool(model, t.x, t.y, workers, augment=aug,
+                                     normalize=normalize) as pool:  # fmt: skip
+                assert pool.images.dtype == (np.uint8 if normalize else np.float32)
+                t.use_pool(pool)
+                t.run()
+        else:
+            t.run()
+        return model.flat_params.copy()
+
+    up_front = trained(norm.norm(colour), None)
+    np.testing.assert_array_equal(trained(colour, norm.norm), up_front)
+    np.testing.assert_array_equal(
+        trained(colour, norm.norm, workers=2), trained(norm.norm(colour), None, workers=2)
+    )
