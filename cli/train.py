@@ -154,9 +154,9 @@ def train(
 
     Downloads the data set if needed (or decodes a folder's images, once, into the data
     directory's cache; unreadable images are skipped with one warning) and trains with a
-    progress bar on stderr, printing one line per epoch. Ctrl-C (or SIGTERM) stops between batches, saves last.pkl and exits with
-    status 130 (143); a second one stops at once. --resume RUN continues it with the same
-    result as an uninterrupted run.
+    progress bar on stderr, printing one line per epoch. Ctrl-C (or SIGTERM) stops between
+    batches, saves last.pkl and exits with status 130 (143); a second one stops at once.
+    --resume RUN continues it with the same result as an uninterrupted run.
 
     \b
     Examples:
