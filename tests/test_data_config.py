@@ -277,3 +277,21 @@ def test_raw_pixels_normalised_per_batch_train_to_the_bit(mnist):
     np.testing.assert_array_equal(
         trained(colour, norm.norm, workers=2), trained(norm.norm(colour), None, workers=2)
     )
+
+
+def test_a_colour_model_with_per_channel_statistics_exports_to_onnx(tmp_path, mnist):
+    """The ONNX graph normalises each channel with its own statistics, as numpycnn does."""
+    ort = pytest.importorskip("onnxruntime")
+    from numpycnn.api import Model
+    from numpycnn.engine import Sequential
+    from numpycnn.export import export
+
+    colour = np.repeat(mnist.train_images[:64, None], 3, axis=1)
+    colour[:, 0] = 255 - colour[:, 0]
+    norm = Normalization.fit("standard", colour)
+    net = [{"type": "conv2d", "filters": 2, "kernel": 3}, {"type": "flatten"}]
+    model = Model(Sequential([*net, {"type": "dense", "units": 10}], input_shape=(3, 28, 28)), norm)
+    export(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: colour.astype(np.float32)})[0]
+    np.testing.assert_allclose(out, model.predict_proba(colour), atol=1e-5)
