@@ -10,7 +10,7 @@ from PIL import Image
 from test_cli_predict import bomb_png
 
 import numpycnn
-from numpycnn import datasets
+from numpycnn import datasets, runlog
 from numpycnn.modelfile import load_model
 
 SMALL_NET = [
@@ -177,6 +177,13 @@ def test_a_colour_folder_end_to_end_with_two_workers(colour_folder, tmp_path, mo
     model = numpycnn.load("colours.pkl")
     assert model.predict_names([photo, colour_folder / "red" / "01.png"]) == ["green", "red"]
     assert model.predict([photo]).tolist() == [1]  # indices, as for MNIST models
+
+    # the run's last snapshot is the colour model, per-channel statistics and all
+    last = runlog.list_snapshots("runs/colours")[-1].step
+    snap = runlog.load_snapshot("runs/colours", last)
+    assert snap.network.input_shape == (3, 16, 16) and snap.normalization.per_channel
+    np.testing.assert_array_equal(snap.network.flat_params, model.network.flat_params)
+    assert snap.normalization == model.normalization
 
 
 def test_resuming_on_changed_data_is_refused_and_eval_says_it_changed(
