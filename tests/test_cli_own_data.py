@@ -313,3 +313,30 @@ def test_bad_images_for_a_colour_model_are_one_line(colour_folder, tmp_path, mon
     assert line == f"{bomb}: image too large (8000x8000 pixels; the limit is 40,000,000)"
     line = error_line(invoke("predict", "--params", "colours.pkl", "--top-k", 4, bomb))
     assert line == "--top-k 4: the model has 3 classes"
+
+
+def test_a_model_file_from_before_evaluates_and_predicts_as_mnist(mnist_dir, tmp_path, monkeypatch):
+    """A file as written before model files recorded their data (no "data" entry) is an
+    MNIST model: eval reads MNIST's test set and names the digits, predict prepares a
+    digit as MNIST was made and keeps its "digit" key."""
+    import pickle
+    from pathlib import Path
+
+    from numpycnn.engine import Sequential
+    from numpycnn.engine.model import REFERENCE_LAYERS
+    from numpycnn.modelfile import save_model
+
+    monkeypatch.chdir(tmp_path)
+    fake_mnist(monkeypatch, mnist_dir, test_limit=300)
+    save_model("old.pkl", Sequential(REFERENCE_LAYERS, seed=0), {"strategy": "standard",
+               "mean": 33.3, "std": 78.6})  # fmt: skip
+    stored = pickle.loads(Path("old.pkl").read_bytes())
+    assert "data" not in stored  # nothing given: written as every file before was
+    report = last_json(invoke("eval", "old.pkl", "--json", "-q"))
+    assert report["data"] == {"dataset": "mnist"} and report["total"] == 300
+    assert list(report["per_class"]) == [str(k) for k in range(10)]
+    seven = Path(__file__).resolve().parent.parent / "samples" / "7.png"
+    (row,) = last_json(invoke("predict", "--params", "old.pkl", seven, "--json"))
+    assert row["digit"] == row["index"] and row["class"] == str(row["digit"])
+    model = numpycnn.load("old.pkl")
+    assert model.predict_names([seven]) == [str(model.predict([seven])[0])]
