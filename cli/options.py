@@ -132,9 +132,20 @@ def download_progress(quiet):
     return progress_factory(quiet, unit="B", unit_scale=True, unit_divisor=1024)
 
 
+class DecodeLine(DownloadLine):
+    """A folder's decoding where no bar can be drawn: one line as it starts, so a log
+    shows why the first run of a folder takes longer."""
+
+    def __init__(self, desc, total=None):
+        count = "" if total is None else f" ({total:,} images, once: then cached)"
+        click.echo(f"{desc}{count}", err=True)
+
+
 def decode_progress(quiet):
-    """A progress factory for decoding a folder of images: a bar of images on a terminal,
-    nothing elsewhere or with --quiet."""
+    """A progress factory for decoding a folder of images: on a terminal a bar of images;
+    elsewhere one line (``DecodeLine``); none with --quiet."""
+    if not quiet and not sys.stderr.isatty():
+        return DecodeLine
     return progress_factory(quiet, unit="image")
 
 

@@ -147,6 +147,8 @@ def test_a_colour_folder_end_to_end_with_two_workers(colour_folder, tmp_path, mo
     # the broken file: one warning line on stderr, naming it
     (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert "skipped 1 of 121 image files" in warning and "red/broken.png" in warning
+    # off a terminal, one line says the folder is being decoded (the first time only)
+    assert "decoding colours (121 images, once: then cached)" in result.stderr.splitlines()
 
     saved = load_model("colours.pkl")
     assert saved.class_names == ["blue", "green", "red"]
