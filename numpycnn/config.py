@@ -8,9 +8,13 @@ exists.
 
 - ``network``: a list of layer specs for the engine, e.g. ``{type: conv2d, filters: 8, kernel:
   5}``; the reference network by default.
-- ``data``: data_dir, mirrors, limit, validation, normalization, and ``augment``: null or a
-  mapping of shift (pixels), rotate (degrees) and scale (fraction) for random moves of the
-  training images.
+- ``data``: dataset (mnist, fashion-mnist, kmnist, cifar10 or folder, with a folder's path,
+  input_shape, test_fraction and resize), data_dir, mirrors, limit, validation,
+  normalization, and ``augment``: null or a mapping of shift (pixels, at most half the
+  image's side), rotate (degrees), scale (fraction) and flip (true or a probability) for
+  random changes of the training images. The network is checked on the data's input
+  shape, and its last layer against the data's class count (a folder's class folders are
+  counted without reading an image).
 - ``training``: epochs, batch_size, loss, init, dtype, seed, lr_decay (per-epoch factor of
   the learning rate), ``optimizer``, a mapping with ``name`` and that optimiser's
   hyperparameters, and ``schedule``, a mapping with ``name`` (exponential, cosine, onecycle)
