@@ -288,7 +288,8 @@ class Recorder:
             step=np.int64(step),
             epoch=np.float64(step / self.per_epoch),
             seconds=np.float64(seconds),
-            normalization=np.array([norm["mean"], norm["std"]], dtype=np.float64),
+            # [mean, std], or [means..., stds...] for per-channel statistics
+            normalization=np.hstack([norm["mean"], norm["std"]]).astype(np.float64),
             strategy=np.array(norm["strategy"]),
         )
         _replace(self.path / SNAPSHOTS / snapshot_name(step), out.getvalue())
@@ -470,7 +471,11 @@ def load_snapshot(folder, step):
     try:
         arrays = _open_snapshot(path)
         params = arrays["params"]
-        mean, std = (float(v) for v in arrays["normalization"])
+        values = [float(v) for v in arrays["normalization"]]
+        half = len(values) // 2
+        mean, std = values[:half], values[half:]
+        if half == 1:
+            mean, std = mean[0], std[0]
         norm = Normalization(str(arrays["strategy"]), mean, std)
     except FileNotFoundError:
         raise runs.RunFolderError(f"{path}: no snapshot at step {step}") from None
@@ -485,7 +490,10 @@ def load_snapshot(folder, step):
     except ConfigError as exc:
         raise runs.RunFolderError(str(exc)) from None
     t = config.training
-    network = Sequential(config.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=t.seed)
+    network = Sequential(
+        config.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=t.seed,
+        input_shape=config.data.shape,
+    )  # fmt: skip
     if params.shape != network.flat_params.shape:
         raise runs.RunFolderError(
             f"{path}: {params.size:,} parameters, but the run's network has {network.num_params:,}"
