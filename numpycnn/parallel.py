@@ -45,6 +45,7 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 from . import shm as _shm
 from .allocator import keep_freed_blocks
 from .engine import Sequential, losses
+from .engine.model import BATCH_KINDS
 from .shm import remove_stale_segments
 
 #: The smallest useful share of a batch, in images. A worker's step has a fixed cost (a
@@ -149,24 +150,28 @@ def _buffer(scratch, key, like):
     return scratch[key]
 
 
-def _share_step(model, images, labels, batch, lo, hi, augment, scratch):
+def _share_step(model, images, labels, batch, lo, hi, augment, scratch, total, key):
     """Loss and gradient of the batch's share ``lo:hi`` (``batch``: the shared indices and
     augmentation parameters; ``augment``: None, or the pool's, for an augmented step), left
     in the model's gradient buffer; returns (mean loss of the share, correct predictions).
+    ``total``: the batch's size and ``key``: the step's (seed, step), for dropout's masks.
 
     A share of more than ``CHUNK`` images is computed in even chunks, whose gradients are
     summed in order, each weighted by its part of the share (``_accumulate``; ``scratch``
-    keeps the summation buffers)."""
+    keeps the summation buffers); a network with batch norm takes its share whole, so that
+    its statistics are the batch's (``WorkerPool``)."""
     n = hi - lo
-    parts = shares(n, -(-n // CHUNK))
+    parts = [(0, n)] if model.batch_dependent else shares(n, -(-n // CHUNK))
     grads, loss, correct = model.flat_grads, 0.0, 0
     for k, (a, b) in enumerate(parts):
         idx = batch["idx"][lo + a : lo + b]
         x, y = images[idx], labels[idx]
         if augment is not None:
             x = augment.apply(x, batch["aug"][lo + a : lo + b])
-        part_loss, out = model.loss_on(x, y)
-        model.backward()
+        model.set_step(*key, rows=(lo + a, total))
+        with model.mode(True):
+            part_loss, out = model.loss_on(x, y)
+            model.backward()
         weight = (b - a) / n
         loss += weight * part_loss
         correct += int((out.argmax(axis=1) == y).sum())
@@ -273,7 +278,13 @@ class _Worker:
         for key, (name, fields) in setup["segments"].items():
             self.attach(key, name, fields)
         state = self.views["state"]
-        self.model.use_buffers(state["params"], state["slots"][rank - 1], copy=False)
+        self.model.use_buffers(
+            state["params"], state["slots"][rank - 1], copy=False, flat_state=state["running"]
+        )
+        for layer in self.model.layers:
+            if layer.kind in BATCH_KINDS:  # worker 0 keeps the shared running statistics
+                layer.sync, layer.track_running = self.sync, False
+        self.weight = 1.0
         self.ppid = os.getppid()
 
     def attach(self, key, name, fields):
@@ -306,9 +317,10 @@ class _Worker:
             else:
                 raise ValueError(f"unknown command {command!r}")
 
-    def step(self, lo, hi, augmented):
+    def step(self, lo, hi, augmented, total, key):
         data = self.views["data"]
         augment = self.augment if augmented else None
+        self.weight = (hi - lo) / total
         return _share_step(
             self.model,
             data["images"],
@@ -318,7 +330,16 @@ class _Worker:
             hi,
             augment,
             self.scratch,
+            total,
+            key,
         )
+
+    def sync(self, parts, forward):
+        """Batch norm's whole-batch sums: this share's go to worker 0 (backward sums in
+        the batch's scale, times this share's weight), the batch's come back."""
+        self.conn.send(("sync", parts if forward else parts * self.weight))
+        _, total = self.receive()
+        return total if forward else total / self.weight
 
     def predict(self, lo, hi, batch_size):
         io = self.views["io"]
@@ -351,7 +372,15 @@ def _stop(res):
     model = res.model
     if model is not None and res.params_address is not None:
         if model.flat_params.__array_interface__["data"][0] == res.params_address:
-            model.use_buffers(model.flat_params.copy(), model.flat_grads.copy(), copy=False)
+            model.use_buffers(
+                model.flat_params.copy(),
+                model.flat_grads.copy(),
+                copy=False,
+                flat_state=model.flat_state.copy(),
+            )
+        for layer in model.layers:
+            if layer.kind in BATCH_KINDS:
+                layer.sync = None
     for conn in res.conns.values():
         try:
             conn.send(("stop",))
@@ -458,9 +487,13 @@ class WorkerPool:
                 ("params", (n,), model.dtype),
                 ("grads", (n,), model.dtype),
                 ("slots", (self.workers - 1, n), model.dtype),
+                ("running", (model.num_state,), model.dtype),
             ],
         )
-        model.use_buffers(state["params"], state["grads"])
+        model.use_buffers(state["params"], state["grads"], flat_state=state["running"])
+        for layer in model.layers:
+            if layer.kind in BATCH_KINDS:
+                layer.sync = self._sync
         self._res.params_address = state["params"].__array_interface__["data"][0]
         data = self._segment(
             "data", [("images", x.shape, model.dtype), ("labels", y.shape, np.int64)]
@@ -610,9 +643,11 @@ class WorkerPool:
             batch["aug"][:n] = aug_params
         work = [(r, lo, hi) for r, (lo, hi) in enumerate(shares(n, self.workers)) if hi > lo]
         augmented = aug_params is not None
+        key = self.model.step_key
         for rank, lo, hi in work[1:]:
-            self._send(rank, ("step", lo, hi, augmented))
+            self._send(rank, ("step", lo, hi, augmented, n, key))
         _, lo, hi = work[0]  # the first share, the largest, is this process's
+        self._sync_ranks, self._sync_weight = [r for r, _, _ in work[1:]], (hi - lo) / n
         with self._blas.limit(limits=1):
             mine = _share_step(
                 self.model,
@@ -623,6 +658,8 @@ class WorkerPool:
                 hi,
                 self.augment if augmented else None,
                 self._scratch,
+                n,
+                key,
             )
         replies = [mine] + [reply[1:] for reply in self._collect([r for r, _, _ in work[1:]])]
         # The batch's mean loss is the share means weighted by share size: sum the
@@ -636,6 +673,18 @@ class WorkerPool:
             loss += weight * share_loss
             correct += share_correct
         return loss, correct
+
+    def _sync(self, parts, forward):
+        """Batch norm's whole-batch sums, in worker 0 (this process): every helper of the
+        step sends its share's, weighted (see ``_Worker.sync``); their sum, in worker order,
+        goes back to each, and in this share's scale to this process's layer."""
+        ranks, weight = self._sync_ranks, self._sync_weight
+        total = parts.copy() if forward else parts * weight
+        for reply in self._collect(ranks):
+            total += reply[1]
+        for rank in ranks:
+            self._send(rank, ("synced", total))
+        return total if forward else total / weight
 
     def predict_proba(self, x, batch_size=32):
         """``model.predict_proba(x, batch_size)``, its blocks shared among the workers
