@@ -354,9 +354,11 @@ class Sequential:
         return self.loss.forward(out, np.asarray(labels)), out
 
     def train_step(self, x, labels, optimizer):
-        """One step of ``optimizer`` on the batch; returns (mean loss, correct predictions)."""
-        loss, out = self.loss_on(x, labels)
-        self.backward()
+        """One step of ``optimizer`` on the batch (in training mode); returns (mean loss,
+        correct predictions)."""
+        with self.mode(True):
+            loss, out = self.loss_on(x, labels)
+            self.backward()
         optimizer.step(self.flat_params, self.flat_grads)
         return loss, int((out.argmax(axis=1) == labels).sum())
 
