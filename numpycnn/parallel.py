@@ -18,6 +18,17 @@ the cores and the optimiser. The optimiser steps in the caller, on ``model.flat_
 which the helpers read. The same inputs and worker count give bit-identical results run
 after run; different worker counts differ only in summation order.
 
+Batch norm is synchronised, so that its statistics are the whole batch's, not a share's:
+in a training step each worker's batch-norm layer sends its share's per-channel count, sum
+and sum of squares (float64) to worker 0, which adds them up in worker order and sends the
+totals back; every worker then normalises its share with the batch's mean and variance
+(worker 0 alone updates the running statistics, which live in shared memory beside the
+parameters, so helpers predict with them). The backward pass needs two more whole-batch
+sums, sum(dy) and sum(dy * xhat): each worker sends its share's, times its share's weight
+(its loss is its share's mean), and divides the totals by that weight again. A network with
+batch norm computes each share in one chunk (``CHUNK`` does not apply). So 1 and N workers
+compute the same step up to the rounding of the sums.
+
 A helper that dies makes the next call raise ``WorkerError`` naming it and how it ended;
 the pool then closes itself. ``close()`` (or leaving the ``with`` block, or the pool being
 collected, or the interpreter exiting) stops the helpers and unlinks every segment; an
