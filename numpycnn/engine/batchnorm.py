@@ -26,6 +26,13 @@ def _number_in(name, value, span):
     return float(value)
 
 
+def _sums(u, v):
+    """Per row of the (C, M) arrays: sum(u) and sum(u * v), by BLAS and SIMD dot products
+    in the arrays' dtype, returned in float64 (for the statistics' arithmetic)."""
+    ones = np.ones(u.shape[1], dtype=u.dtype)
+    return (u @ ones).astype(np.float64), np.einsum("ij,ij->i", u, v).astype(np.float64)
+
+
 class _BatchNorm(Layer):
     """y = gamma * xhat + beta, xhat = (x - mean) / sqrt(var + eps), per channel.
 
@@ -45,10 +52,14 @@ class _BatchNorm(Layer):
         dx = gamma / sqrt(var + eps) * (dy - sum(dy) / m - xhat * sum(dy * xhat) / m).
     In evaluation the statistics are constants: dx = gamma / sqrt(var + eps) * dy.
 
+    Computed as y = a x + b and dx = a dy + c x + d with per-channel a, b, c, d, from the
+    input (kept, not copied) and the sums sum(x), sum(x^2), sum(dy), sum(dy x), taken by
+    dot products in the layer's dtype and combined in float64.
+
     ``sync``: None, or a callable that turns this worker's per-channel partial sums into
-    the whole batch's (see ``parallel``): forward(sync)(parts) with rows count, sum(x),
-    sum(x^2); backward(parts) with sum(dy), sum(dy * xhat), in this worker's scale. Sums are
-    taken in float64, so that every worker count gives the same statistics up to rounding.
+    the whole batch's (see ``parallel``): sync(parts, forward=True) with rows count, sum(x),
+    sum(x^2); sync(parts, forward=False) with sum(dy), sum(dy * xhat), in this worker's
+    scale. So every worker count gives the same statistics up to rounding.
     """
 
     channel_dims = None  # per-sample dimensions of the input
@@ -100,31 +111,28 @@ class _BatchNorm(Layer):
 
     def forward(self, x):
         z = self._columns(x)
-        gamma, beta = self.params["weight"], self.params["bias"]
         if not self.training:
             mean = self.state["running_mean"].astype(np.float64)
             var = self.state["running_var"].astype(np.float64)
-            self._inv_std = (1.0 / np.sqrt(var + self.eps)).astype(z.dtype)[:, None]
-            self._xhat = (z - mean.astype(z.dtype)[:, None]) * self._inv_std
-            return self._restore(self._xhat * gamma + beta, x)
-        parts = np.stack(
-            [
-                np.full(z.shape[0], z.shape[1], dtype=np.float64),
-                z.sum(axis=1, dtype=np.float64),
-                np.square(z).sum(axis=1, dtype=np.float64),
-            ]
-        )
-        if self.sync is not None:
-            parts = self.sync(parts, forward=True)
-        m = parts[0]
-        mean = parts[1] / m
-        var = np.maximum(parts[2] / m - mean * mean, 0.0)
-        if self.track_running:
-            self._update_running(mean, var, m)
-        self._m = m[:, None]
-        self._inv_std = (1.0 / np.sqrt(var + self.eps)).astype(z.dtype)[:, None]
-        self._xhat = (z - mean.astype(z.dtype)[:, None]) * self._inv_std
-        return self._restore(self._xhat * gamma + beta, x)
+        else:
+            parts = np.stack([np.full(len(z), z.shape[1], np.float64), *_sums(z, z)])
+            if self.sync is not None:
+                parts = self.sync(parts, forward=True)
+            m = parts[0]
+            mean = parts[1] / m
+            var = np.maximum(parts[2] / m - mean * mean, 0.0)
+            if self.track_running:
+                self._update_running(mean, var, m)
+            self._m = m
+        self._z, self._mean = z, mean
+        self._inv_std = 1.0 / np.sqrt(var + self.eps)
+        # y = gamma * (z - mean) * inv_std + beta = a * z + b: two passes over the batch;
+        # backward recomputes what it needs of xhat from z (kept, not copied)
+        a = self.params["weight"][:, 0] * self._inv_std
+        b = self.params["bias"][:, 0] - a * mean
+        out = np.multiply(z, a.astype(z.dtype)[:, None])
+        out += b.astype(z.dtype)[:, None]
+        return self._restore(out, x)
 
     def _update_running(self, mean, var, m):
         s = self.state
@@ -138,21 +146,27 @@ class _BatchNorm(Layer):
 
     def backward(self, grad):
         g = self._columns(grad)
-        gamma = self.params["weight"]
-        sums = np.stack(
-            [g.sum(axis=1, dtype=np.float64), (g * self._xhat).sum(axis=1, dtype=np.float64)]
-        )
+        z, mean, inv_std = self._z, self._mean, self._inv_std
+        sum_g, sum_gz = _sums(g, z)
+        # sum(dy * xhat) = (sum(dy * z) - mean * sum(dy)) * inv_std
+        sums = np.stack([sum_g, (sum_gz - mean * sum_g) * inv_std])
         self.grads["bias"][:, 0] = sums[0]
         self.grads["weight"][:, 0] = sums[1]
         if not self.needs_input_grad:
             return None
+        a = self.params["weight"][:, 0] * inv_std  # gamma / sqrt(var + eps)
+        dx = np.multiply(g, a.astype(g.dtype)[:, None])
         if not self.training:  # constant statistics (the inspector's saliency)
-            return self._restore(g * (gamma * self._inv_std), grad)
+            return self._restore(dx, grad)
         if self.sync is not None:
             sums = self.sync(sums, forward=False)
-        mean_g = (sums[0][:, None] / self._m).astype(g.dtype)
-        mean_gx = (sums[1][:, None] / self._m).astype(g.dtype)
-        dx = (g - mean_g - self._xhat * mean_gx) * (gamma * self._inv_std)
+        mean_g, mean_gx = sums[0] / self._m, sums[1] / self._m
+        # dx = a * (dy - mean_g - xhat * mean_gx), xhat = (z - mean) * inv_std:
+        # dx = a * dy + c * z + d, per channel
+        c = -a * inv_std * mean_gx
+        d = -a * mean_g - c * mean
+        dx += z * c.astype(g.dtype)[:, None]
+        dx += d.astype(g.dtype)[:, None]
         return self._restore(dx, grad)
 
     def spec(self):
