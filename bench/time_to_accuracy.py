@@ -76,7 +76,9 @@ def run(config_path, seed, workers=None, limit=None, epochs=None, mnist_dir=None
 
     def on_epoch(trainer, stats):
         validation = time.perf_counter() - marks["trained"]
+        cpu = time.process_time() - marks["cpu"]  # this process's so far, tests excluded
         test = evaluate(r.model, test_x, mnist.test_labels, threads=1)["accuracy"]
+        marks["cpu"] += time.process_time() - marks["cpu"] - cpu
         total = (rows[-1]["seconds"] if rows else 0.0) + stats.seconds + validation
         rows.append(
             {
@@ -84,6 +86,9 @@ def run(config_path, seed, workers=None, limit=None, epochs=None, mnist_dir=None
                 "train_seconds": stats.seconds,
                 "validation_seconds": validation,
                 "seconds": total,
+                # CPU seconds of this process (training and validation): with 1 worker,
+                # about what the run takes on a quiet core, whatever the load
+                "cpu_seconds": cpu,
                 "val_accuracy": stats.val_accuracy,
                 "test_accuracy": test,
                 "load": loadavg(),
@@ -91,6 +96,7 @@ def run(config_path, seed, workers=None, limit=None, epochs=None, mnist_dir=None
         )
 
     before = loadavg()
+    marks["cpu"] = time.process_time()
     with parallel.one_blas_thread():
         if workers > 1:
             with parallel.WorkerPool(
@@ -125,7 +131,8 @@ def describe(result, target):
     when = "not reached" if reached is None else f"{reached:.1f} s"
     return (
         f"{os.path.basename(result['config'])} seed {result['seed']} ({result['workers']} "
-        f"workers): {len(result['epochs'])} epochs {last['seconds']:.1f} s (validation "
+        f"workers): {len(result['epochs'])} epochs {last['seconds']:.1f} s (CPU "
+        f"{last['cpu_seconds']:.1f} s of this process; validation "
         f"{sum(r['validation_seconds'] for r in result['epochs']):.1f} s), val "
         f"{last['val_accuracy']:.2%}, test {last['test_accuracy']:.2%}; {target:.1%} test: "
         f"{when}; load {result['load_before']:.2f} -> {result['load_after']:.2f}"
