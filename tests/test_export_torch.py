@@ -38,10 +38,11 @@ def torch_proba(net, model, images):
 
 
 def expected_keys(model):
+    """torch's state_dict keys: weight and bias, and batch norm's buffers after them."""
     return [
         f"{i}.{p}"
         for i, layer in enumerate(model.network.layers)
-        for p in ("weight", "bias")
+        for p in ("weight", "bias", *layer.state)
         if layer.params
     ]
 
