@@ -54,7 +54,11 @@ class _BatchNorm(Layer):
 
     Computed as y = a x + b and dx = a dy + c x + d with per-channel a, b, c, d, from the
     input (kept, not copied) and the sums sum(x), sum(x^2), sum(dy), sum(dy x), taken by
-    dot products in the layer's dtype and combined in float64.
+    dot products in the layer's dtype and combined in float64. In float32 the variance
+    sum(x^2)/m - mean^2 loses about two of float32's seven digits per factor of 10 between
+    a channel's mean and its standard deviation (PyTorch's CPU kernel takes two passes
+    instead); after a convolution the two are of one order. The gradient checks and
+    parity tests run in float64.
 
     ``sync``: None, or a callable that turns this worker's per-channel partial sums into
     the whole batch's (see ``parallel``): sync(parts, forward=True) with rows count, sum(x),
