@@ -33,15 +33,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import time_to_accuracy  # noqa: E402  (beside this script)
+
 MNIST_ENV = "NUMPYCNN_TEST_MNIST"
 LR = 1e-3
 NORMALIZATION = "standard"
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 
-#: The issue's targets: epoch time at batch 32 and at 128 at most PyTorch's, prediction
-#: throughput at least PyTorch's, all processes of training on all of MNIST under 1 GB.
+#: The issues' targets: epoch time at batch 32 and at 128 at most PyTorch's, prediction
+#: throughput at least 1.25x PyTorch's, best against best (#20: PyTorch's CPU speed here is
+#: bimodal, and its fast mode is the one to beat), all processes of training on all of
+#: MNIST under 1 GB.
 TRAIN_RATIO_MAX = 1.0
-INFERENCE_RATIO_MIN = 1.0
+INFERENCE_RATIO_MIN = 1.25
+#: Above this 1-minute load average a figure is not that of a quiet machine: say so.
+LOAD_WARNING = 0.5
 MEMORY_MB_MAX = 1000.0
 
 #: Batches of the memory runs: the whole data set is loaded and shared before the first,
@@ -527,6 +534,7 @@ def run_child(spec):
     """Run ``CHILDREN[spec["task"]](spec)`` in a fresh interpreter; its result, with the
     peak PSS of all its processes."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    before = os.getloadavg()[0]
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(spec)
     )
@@ -540,6 +548,7 @@ def run_child(spec):
     if proc.returncode != 0:
         raise RuntimeError(f"measurement {spec['task']} {spec['side']} failed:\n{stderr}")
     result = json.loads(stdout.strip().splitlines()[-1])
+    result["load"] = [before, os.getloadavg()[0]]  # the 1-minute load around the process
     if sampler is not None:
         result["pss_peak_mb"] = sampler.peak_kb * 1024 / 1e6
         result["pss_processes"] = sampler.processes
@@ -582,12 +591,13 @@ def measure(task, args, sides, workers, **extra):
         **extra,
     }
     runs = {side: [] for side in sides}
-    for k in range(args.rounds):
+    rounds = args.predict_rounds if task == "predict" else args.rounds
+    for k in range(rounds):
         for side in order_of(k, sides):
             # "numpycnn-1": numpycnn with one worker, i.e. in process, on --threads BLAS threads
             side_workers = {"numpycnn": workers, "torch": 1}.get(side, 1)
             spec = {**base, "side": side.split("-")[0], "workers": side_workers}
-            log(f"  {task} {extra}: round {k + 1}/{args.rounds}, {side}")
+            log(f"  {task} {extra}: round {k + 1}/{rounds}, {side}")
             runs[side].append(run_child(spec))
     return runs
 
@@ -621,16 +631,25 @@ def train_summary(runs, sides):
 
 
 def predict_summary(runs, sides):
+    """Each side's best (the fastest run of any of its processes) and median (of its
+    processes' medians), the load around each process; the verdict's ratio is best against
+    best, the median ratio beside it."""
     result = {}
     for side in sides:
         rates = [x["median_images_per_s"] for x in runs[side]]
-        result[side] = {"median_images_per_s": statistics.median(rates), "rounds": rates}
-    result["ratio"] = None
+        result[side] = {
+            "median_images_per_s": statistics.median(rates),
+            "best_images_per_s": max(max(x["images_per_s"]) for x in runs[side]),
+            "rounds": rates,
+            "loads": [x["load"] for x in runs[side]],
+        }
+    result["ratio"] = result["median_ratio"] = None
     if "torch" in sides:
-        pairs = zip(result["numpycnn"]["rounds"], result["torch"]["rounds"])
-        result["round_ratios"] = [a / b for a, b in pairs]
-        result["ratio"] = min(result["round_ratios"])  # the least favourable to numpycnn
-        result["median_ratio"] = statistics.median(result["round_ratios"])
+        n, t = result["numpycnn"], result["torch"]
+        result["round_ratios"] = [a / b for a, b in zip(n["rounds"], t["rounds"])]
+        result["ratio"] = n["best_images_per_s"] / t["best_images_per_s"]
+        result["median_ratio"] = n["median_images_per_s"] / t["median_images_per_s"]
+    result["max_load"] = max(v for side in sides for pair in result[side]["loads"] for v in pair)
     return result
 
 
@@ -682,6 +701,7 @@ def report(results):
         "(its own included)"
         + (": other processes were using the CPUs" if load["before"] >= 1 else "")
     )
+    lines.extend(load_warning("bench", max(load["before"], load["after"])))
     lines.append("")
     w = 40
     head = f"{'':{w}} {'numpycnn':>10} {'torch':>10} {'ratio':>7}  target"
@@ -718,21 +738,33 @@ def report(results):
     inf = results["inference"]
     lines.append(
         f"inference, {cfg['infer_images']:,} test images (torch: batch {cfg['infer_batch']}; "
-        "numpycnn: predict() on all, blocks of 32 shared among its workers), median of "
-        f"{cfg['infer_reps']} runs per process"
+        "numpycnn: predict() on all, blocks of 32 shared among its workers), "
+        f"{cfg['infer_reps']} runs in each of {cfg['predict_rounds']} processes per side, "
+        "alternating"
     )
     lines.append(head)
+    t = inf.get("torch", {})
     lines.append(
-        f"  {'images/s':{w - 2}} {fmt(inf['numpycnn']['median_images_per_s']):>10} "
-        f"{fmt(inf.get('torch', {}).get('median_images_per_s')):>10} "
+        f"  {'images/s, best run of any process':{w - 2}} "
+        f"{fmt(inf['numpycnn']['best_images_per_s']):>10} "
+        f"{fmt(t.get('best_images_per_s')):>10} "
         f"{as_ratio(inf['ratio']):>7}  >= {INFERENCE_RATIO_MIN}x {verdict(inf['pass'])}"
     )
-    if inf["ratio"] is not None:
-        lines.append(
-            f"  {'  ratios of the rounds':{w - 2}} "
-            + ", ".join(f"{r:.2f}x" for r in inf["round_ratios"])
-        )
+    lines.append(
+        f"  {'images/s, median of the processes':{w - 2}} "
+        f"{fmt(inf['numpycnn']['median_images_per_s']):>10} "
+        f"{fmt(t.get('median_images_per_s')):>10} {as_ratio(inf['median_ratio']):>7}"
+    )
+    for side in [s for s in SIDES if s in inf]:
+        loads = ", ".join(f"{a:.2f}-{b:.2f}" for a, b in inf[side]["loads"])
+        rates = ", ".join(f"{r:,.0f}" for r in inf[side]["rounds"])
+        lines.append(f"  {side + ': process medians':{w - 2}} {rates}")
+        lines.append(f"  {'  load around each':{w - 2}} {loads}")
+    lines.extend(load_warning("prediction", inf["max_load"]))
     lines.append("")
+    if results.get("time_to_accuracy") is not None:
+        lines.extend(time_to_accuracy.report(results["time_to_accuracy"], LOAD_WARNING))
+        lines.append("")
     mem = results["memory"]
     lines.append(
         f"peak memory, training at batch 32 on all 60,000 images ({mem['batches']} batches, in "
@@ -782,6 +814,15 @@ def report(results):
     return "\n".join(lines)
 
 
+def load_warning(what, load):
+    if load is None or load <= LOAD_WARNING:
+        return []
+    return [
+        f"  WARNING: the load average reached {load:.2f} (> {LOAD_WARNING}) during the {what} "
+        "runs: other processes were using the CPUs, so these figures are not a quiet machine's"
+    ]
+
+
 def layer_table(lay):
     share, steps = lay["share_images"], lay["steps"]
     step_ms = lay["step_ms"]
@@ -829,6 +870,18 @@ def parse_args(argv):
     p.add_argument("--infer-images", type=int, default=10000, help="test images for inference")
     p.add_argument("--infer-reps", type=int, default=7, help="inference runs per process")
     p.add_argument(
+        "--predict-rounds", type=int, default=5, help="inference processes per side, alternating"
+    )
+    p.add_argument(
+        "--tta-configs",
+        nargs="*",
+        default=list(time_to_accuracy.CONFIGS),
+        help="configs timed to --tta-target test accuracy, two seeds each (none: skip)",
+    )
+    p.add_argument("--tta-target", type=float, default=0.99)
+    p.add_argument("--tta-limit", type=int, default=None, help="train those on N images only")
+    p.add_argument("--tta-epochs", type=int, default=None, help="and for N epochs only")
+    p.add_argument(
         "--threads", type=int, default=None, help="PyTorch's threads (default: the usable CPUs)"
     )
     p.add_argument(
@@ -849,7 +902,7 @@ def parse_args(argv):
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    positive = ("batches", "rounds", "infer_batch", "infer_images", "infer_reps")
+    positive = ("batches", "rounds", "infer_batch", "infer_images", "infer_reps", "predict_rounds")
     for name in (*positive, "threads", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -903,6 +956,12 @@ def main(argv=None):
         None if inference["ratio"] is None else inference["ratio"] >= INFERENCE_RATIO_MIN
     )
     results["inference"] = inference
+    results["time_to_accuracy"] = None
+    if args.tta_configs:
+        log(f"time to {args.tta_target:.1%} test accuracy")
+        results["time_to_accuracy"] = time_to_accuracy.bench_runs(
+            args.tta_configs, args.mnist, args.tta_target, args.tta_limit, args.tta_epochs
+        )
     first = next(iter(results["train"].values()))
     log("memory")
     batches = MEMORY_BATCHES if args.batches is None else min(args.batches, MEMORY_BATCHES)
@@ -951,6 +1010,7 @@ def main(argv=None):
         "infer_images": args.infer_images,
         "infer_batch": args.infer_batch,
         "infer_reps": args.infer_reps,
+        "predict_rounds": args.predict_rounds,
         "lr": LR,
         "blas": "numpy {numpy}, {blas}".format(**runs["numpycnn"][0]["blas"]),
         "torch": with_torch,

@@ -3,7 +3,8 @@
 The pickle holds a dict: the format name and version, the layer specs, loss, input shape and
 dtype that rebuild the network, its parameters (NumPy arrays, in the model's order), the
 per-batch cost history, the input normalisation, and optionally the config, metrics and a
-training checkpoint. Loading never runs code from the file: the unpickler admits only the
+training checkpoint, and the network's state (batch norm's running statistics) when it
+has any. Loading never runs code from the file: the unpickler admits only the
 globals that NumPy arrays, dtypes and scalars need, so a malicious file is refused, not run,
 and memory stays bounded by what the file holds (see ``safepickle``).
 
@@ -299,7 +300,27 @@ def _model(stored, size):
         model.set_params(params)
     except ValueError as exc:
         raise _Problem(str(exc)) from None
+    _set_state(model, stored.get("state"))
     return model
+
+
+def _set_state(model, state):
+    """Load the stored state (batch norm's running statistics) into ``model``. A file
+    without any (written before batch norm existed, or of a network without state) keeps
+    the model's initial state."""
+    if state is None:
+        return
+    names = model.state_names
+    if not isinstance(state, (list, tuple)) or len(state) != len(names):
+        count = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
+        raise _Problem(f"state: expected {len(names)} arrays ({', '.join(names)}), got {count}")
+    for name, value in zip(names, state):
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+            raise _Problem(f"state {name}: expected a real NumPy array, got {_show(value)}")
+    try:
+        model.set_state(state)
+    except ValueError as exc:
+        raise _Problem(str(exc)) from None
 
 
 def _model_file(stored, size):
@@ -403,6 +424,8 @@ def save_model(
             "config": _optional_dict("config", config),
             "metrics": _optional_dict("metrics", metrics),
         }
+        if model.num_state:
+            stored["state"] = model.state()
         if checkpoint is not None:
             stored["checkpoint"] = _optional_dict("checkpoint", checkpoint)
         if history:

@@ -18,6 +18,17 @@ the cores and the optimiser. The optimiser steps in the caller, on ``model.flat_
 which the helpers read. The same inputs and worker count give bit-identical results run
 after run; different worker counts differ only in summation order.
 
+Batch norm is synchronised, so that its statistics are the whole batch's, not a share's:
+in a training step each worker's batch-norm layer sends its share's per-channel count, sum
+and sum of squares (float64) to worker 0, which adds them up in worker order and sends the
+totals back; every worker then normalises its share with the batch's mean and variance
+(worker 0 alone updates the running statistics, which live in shared memory beside the
+parameters, so helpers predict with them). The backward pass needs two more whole-batch
+sums, sum(dy) and sum(dy * xhat): each worker sends its share's, times its share's weight
+(its loss is its share's mean), and divides the totals by that weight again. A network with
+batch norm computes each share in one chunk (``CHUNK`` does not apply). So 1 and N workers
+compute the same step up to the rounding of the sums.
+
 A helper that dies makes the next call raise ``WorkerError`` naming it and how it ended;
 the pool then closes itself. ``close()`` (or leaving the ``with`` block, or the pool being
 collected, or the interpreter exiting) stops the helpers and unlinks every segment; an
@@ -45,6 +56,7 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 from . import shm as _shm
 from .allocator import keep_freed_blocks
 from .engine import Sequential, losses
+from .engine.model import BATCH_KINDS
 from .shm import remove_stale_segments
 
 #: The smallest useful share of a batch, in images. A worker's step has a fixed cost (a
@@ -149,16 +161,18 @@ def _buffer(scratch, key, like):
     return scratch[key]
 
 
-def _share_step(model, images, labels, batch, lo, hi, augment, scratch, normalize=None):
+def _share_step(model, images, labels, batch, lo, hi, augment, scratch, total, key, normalize=None):
     """Loss and gradient of the batch's share ``lo:hi`` (``batch``: the shared indices and
     augmentation parameters; ``augment``: None, or the pool's, for an augmented step), left
     in the model's gradient buffer; returns (mean loss of the share, correct predictions).
+    ``total``: the batch's size and ``key``: the step's (seed, step), for dropout's masks.
 
     A share of more than ``CHUNK`` images is computed in even chunks, whose gradients are
     summed in order, each weighted by its part of the share (``_accumulate``; ``scratch``
-    keeps the summation buffers)."""
+    keeps the summation buffers); a network with batch norm takes its share whole, so that
+    its statistics are the batch's (``WorkerPool``)."""
     n = hi - lo
-    parts = shares(n, -(-n // CHUNK))
+    parts = [(0, n)] if model.batch_dependent else shares(n, -(-n // CHUNK))
     grads, loss, correct = model.flat_grads, 0.0, 0
     for k, (a, b) in enumerate(parts):
         idx = batch["idx"][lo + a : lo + b]
@@ -167,8 +181,10 @@ def _share_step(model, images, labels, batch, lo, hi, augment, scratch, normaliz
             x = normalize(x)
         if augment is not None:
             x = augment.apply(x, batch["aug"][lo + a : lo + b])
-        part_loss, out = model.loss_on(x, y)
-        model.backward()
+        model.set_step(*key, rows=(lo + a, total))
+        with model.mode(True):
+            part_loss, out = model.loss_on(x, y)
+            model.backward()
         weight = (b - a) / n
         loss += weight * part_loss
         correct += int((out.argmax(axis=1) == y).sum())
@@ -275,7 +291,13 @@ class _Worker:
         for key, (name, fields) in setup["segments"].items():
             self.attach(key, name, fields)
         state = self.views["state"]
-        self.model.use_buffers(state["params"], state["slots"][rank - 1], copy=False)
+        self.model.use_buffers(
+            state["params"], state["slots"][rank - 1], copy=False, flat_state=state["running"]
+        )
+        for layer in self.model.layers:
+            if layer.kind in BATCH_KINDS:  # worker 0 keeps the shared running statistics
+                layer.sync, layer.track_running = self.sync, False
+        self.weight = 1.0
         self.ppid = os.getppid()
 
     def attach(self, key, name, fields):
@@ -308,9 +330,10 @@ class _Worker:
             else:
                 raise ValueError(f"unknown command {command!r}")
 
-    def step(self, lo, hi, augmented):
+    def step(self, lo, hi, augmented, total, key):
         data = self.views["data"]
         augment = self.augment if augmented else None
+        self.weight = (hi - lo) / total
         return _share_step(
             self.model,
             data["images"],
@@ -320,8 +343,17 @@ class _Worker:
             hi,
             augment,
             self.scratch,
+            total,
+            key,
             self.normalize,
         )
+
+    def sync(self, parts, forward):
+        """Batch norm's whole-batch sums: this share's go to worker 0 (backward sums in
+        the batch's scale, times this share's weight), the batch's come back."""
+        self.conn.send(("sync", parts if forward else parts * self.weight))
+        _, total = self.receive()
+        return total if forward else total / self.weight
 
     def predict(self, lo, hi, batch_size):
         io = self.views["io"]
@@ -354,7 +386,15 @@ def _stop(res):
     model = res.model
     if model is not None and res.params_address is not None:
         if model.flat_params.__array_interface__["data"][0] == res.params_address:
-            model.use_buffers(model.flat_params.copy(), model.flat_grads.copy(), copy=False)
+            model.use_buffers(
+                model.flat_params.copy(),
+                model.flat_grads.copy(),
+                copy=False,
+                flat_state=model.flat_state.copy(),
+            )
+        for layer in model.layers:
+            if layer.kind in BATCH_KINDS:
+                layer.sync = None
     for conn in res.conns.values():
         try:
             conn.send(("stop",))
@@ -475,9 +515,13 @@ class WorkerPool:
                 ("params", (n,), model.dtype),
                 ("grads", (n,), model.dtype),
                 ("slots", (self.workers - 1, n), model.dtype),
+                ("running", (model.num_state,), model.dtype),
             ],
         )
-        model.use_buffers(state["params"], state["grads"])
+        model.use_buffers(state["params"], state["grads"], flat_state=state["running"])
+        for layer in model.layers:
+            if layer.kind in BATCH_KINDS:
+                layer.sync = self._sync
         self._res.params_address = state["params"].__array_interface__["data"][0]
         data = self._segment(
             "data",
@@ -632,9 +676,11 @@ class WorkerPool:
             batch["aug"][:n] = aug_params
         work = [(r, lo, hi) for r, (lo, hi) in enumerate(shares(n, self.workers)) if hi > lo]
         augmented = aug_params is not None
+        key = self.model.step_key
         for rank, lo, hi in work[1:]:
-            self._send(rank, ("step", lo, hi, augmented))
+            self._send(rank, ("step", lo, hi, augmented, n, key))
         _, lo, hi = work[0]  # the first share, the largest, is this process's
+        self._sync_ranks, self._sync_weight = [r for r, _, _ in work[1:]], (hi - lo) / n
         with self._blas.limit(limits=1):
             mine = _share_step(
                 self.model,
@@ -645,6 +691,8 @@ class WorkerPool:
                 hi,
                 self.augment if augmented else None,
                 self._scratch,
+                n,
+                key,
                 self.normalize,
             )
         replies = [mine] + [reply[1:] for reply in self._collect([r for r, _, _ in work[1:]])]
@@ -659,6 +707,18 @@ class WorkerPool:
             loss += weight * share_loss
             correct += share_correct
         return loss, correct
+
+    def _sync(self, parts, forward):
+        """Batch norm's whole-batch sums, in worker 0 (this process): every helper of the
+        step sends its share's, weighted (see ``_Worker.sync``); their sum, in worker order,
+        goes back to each, and in this share's scale to this process's layer."""
+        ranks, weight = self._sync_ranks, self._sync_weight
+        total = parts.copy() if forward else parts * weight
+        for reply in self._collect(ranks):
+            total += reply[1]
+        for rank in ranks:
+            self._send(rank, ("synced", total))
+        return total if forward else total / weight
 
     def predict_proba(self, x, batch_size=32):
         """``model.predict_proba(x, batch_size)``, its blocks shared among the workers

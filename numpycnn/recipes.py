@@ -61,7 +61,7 @@ def header(path):
 
 
 def network_text(specs):
-    """The layers with weights and the pooling layers in one short line, e.g.
+    """The layers with weights, pooling, batch norm and dropout in one short line, e.g.
     'conv8 5x5, conv8 5x5, maxpool2, dense128, dense10' (activations left out)."""
     parts = []
     for spec in specs:
@@ -75,6 +75,10 @@ def network_text(specs):
             parts.append(f"{kind[:-2]}{spec['size']}")
         elif kind == "dense":
             parts.append(f"dense{spec['units']}")
+        elif kind in ("batchnorm2d", "batchnorm1d"):
+            parts.append("bn")
+        elif kind == "dropout":
+            parts.append(f"dropout{spec['p']:g}")
     return ", ".join(parts)
 
 

@@ -181,7 +181,7 @@ class Recorder:
         self._thread.daemon = True  # never keeps a stopped command alive
         self._thread.start()
         if self.first == 0 and 0 in self.planned:
-            self._offer(0, self.trainer.model.flat_params.copy(), 0.0)
+            self._offer(0, _copy(self.trainer.model), 0.0)
         return self
 
     def _keep_log_until(self, step):
@@ -233,7 +233,7 @@ class Recorder:
                 self._close_log()
         self._step = step
         if step in self.planned:
-            self._offer(step, trainer.model.flat_params.copy(), seconds)
+            self._offer(step, _copy(trainer.model), seconds)
 
     def _close_log(self):
         log, self._log = self._log, None
@@ -279,12 +279,14 @@ class Recorder:
 
         return both
 
-    def _write_snapshot(self, step, params, seconds):
+    def _write_snapshot(self, step, values, seconds):
         out = io.BytesIO()
         norm = self.normalization
+        params, state = values
         np.savez(
             out,
             params=params,
+            **({"state": state} if state.size else {}),
             step=np.int64(step),
             epoch=np.float64(step / self.per_epoch),
             seconds=np.float64(seconds),
@@ -432,6 +434,11 @@ def read_run(folder, since=None):
     }
 
 
+def _copy(model):
+    """The parameters and the state (batch norm's running statistics) to snapshot."""
+    return model.flat_params.copy(), model.flat_state.copy()
+
+
 def _open_snapshot(path):
     """The arrays of a snapshot file (a dict), read without pickle."""
     with np.load(path, allow_pickle=False) as npz:
@@ -499,4 +506,7 @@ def load_snapshot(folder, step):
             f"{path}: {params.size:,} parameters, but the run's network has {network.num_params:,}"
         )
     network.flat_params[...] = params
+    state = arrays.get("state")
+    if state is not None and state.shape == network.flat_state.shape:
+        network.flat_state[...] = state  # batch norm's running statistics at that step
     return Model(network, norm, config=raw)

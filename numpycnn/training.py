@@ -63,9 +63,10 @@ class InProcessSteps:
 
     def step(self, idx, aug=None):
         yb = self.y[idx]
-        loss, out = self.model.loss_on(self.images(idx, aug), yb)
-        if math.isfinite(loss):  # a diverged batch is refused by the caller, unapplied
-            self.model.backward()
+        with self.model.mode(True):  # batch statistics, dropout (Sequential.train)
+            loss, out = self.model.loss_on(self.images(idx, aug), yb)
+            if math.isfinite(loss):  # a diverged batch is refused by the caller, unapplied
+                self.model.backward()
         return loss, int((out.argmax(axis=1) == yb).sum())
 
 
@@ -236,7 +237,9 @@ class Trainer:
                 if should_stop is not None and should_stop():
                     self._epoch_seconds += time.perf_counter() - started
                     return False
-                self.optimizer.lr = self.lr_at(self.epoch * self.batches_per_epoch + self.batch)
+                step = self.epoch * self.batches_per_epoch + self.batch
+                self.optimizer.lr = self.lr_at(step)
+                model.set_step(self.seed, step)  # dropout's masks: a function of the step
                 idx, aug = self._batch(self.batch)
                 loss, correct = self.steps.step(idx, aug)
                 if not math.isfinite(loss):

@@ -11,7 +11,8 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
 TINY = [
     "--batches", "3", "--rounds", "1", "--infer-images", "500", "--infer-batch", "250",
-    "--infer-reps", "2", "--threads", "1", "--workers", "2",
+    "--infer-reps", "2", "--threads", "1", "--workers", "2", "--predict-rounds", "1",
+    "--tta-limit", "300", "--tta-epochs", "1",
 ]  # fmt: skip
 # One thread each: on a busy machine, two-thread BLAS calls on tiny batches crawl. Two
 # workers all the same, so that the pool is what is measured.
@@ -55,6 +56,20 @@ def check_common(stdout, results, batch_sizes=("32", "128")):
         assert train["numpycnn-1"]["seconds"][0] > 0 and train["single_ratio"] > 0
     inference = results["inference"]
     assert inference["numpycnn"]["median_images_per_s"] > 0
+    best = inference["numpycnn"]["best_images_per_s"]
+    assert best >= inference["numpycnn"]["median_images_per_s"]
+    assert len(inference["numpycnn"]["loads"]) == 1 and inference["max_load"] >= 0
+    assert "best run of any process" in stdout and "load around each" in stdout
+    # time to 99%: fast.yaml and default.yaml, seeds 0 and 1, a run of its own each
+    tta = results["time_to_accuracy"]
+    assert list(tta["runs"]) == ["fast", "default"] and tta["limit"] == 300
+    for runs in tta["runs"].values():
+        assert [r["seed"] for r in runs] == [0, 1]
+        for r in runs:
+            (epoch,) = r["epochs"]
+            assert epoch["seconds"] >= epoch["train_seconds"] > 0
+            assert 0 <= epoch["test_accuracy"] <= 1 and r["load_before"] >= 0
+    assert "time to 99.0% test accuracy" in stdout
     memory = results["memory"]
     # all of MNIST loaded (a run this short may end before a sample sees its helper)
     assert memory["numpycnn_mb"] > 100 and memory["numpycnn_processes_seen"] >= 1

@@ -102,3 +102,26 @@ def test_bad_config_is_one_line(tmp_path):
 def test_bad_option_values_are_usage_errors(option, value):
     line = error_line(invoke("gradcheck", option, value), code=2)
     assert line.startswith(f"Invalid value for '{option}': ")
+
+
+def test_batchnorm_and_dropout_network_passes(tmp_path):
+    """gradcheck on a config with batch norm and dropout: training mode, a fixed mask."""
+    network = [
+        {"type": "conv2d", "filters": 3, "kernel": 5},
+        {"type": "batchnorm2d"},
+        {"type": "relu"},
+        {"type": "maxpool2d", "size": 4},
+        {"type": "flatten"},
+        {"type": "dense", "units": 8},
+        {"type": "batchnorm1d", "momentum": 0.3},
+        {"type": "relu"},
+        {"type": "dropout", "p": 0.5},
+        {"type": "dense", "units": 10},
+    ]
+    config = write_config(tmp_path / "bn.yaml", network=network)
+    result = invoke("gradcheck", "--config", config, "--samples", 8)
+
+    assert result.exit_code == 0, result.output
+    rows = parse(result.stdout)
+    assert list(rows) == ["f1", "g2", "w3", "g4", "w5", "b1", "b2", "b3", "b4", "b5"]
+    assert all(verdict == "ok" for _, verdict, _ in rows.values())

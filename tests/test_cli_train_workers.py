@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import fake_mnist, invoke, same_params, tiny_config
+from cli_helpers import fake_mnist, invoke, same_params, tiny_config, write_config
 
 import numpycnn
 from numpycnn import data
@@ -191,3 +191,45 @@ def test_ctrl_c_with_workers_saves_stops_and_leaves_nothing(tmp_path, mnist_dir)
     assert stderr.splitlines()[-1].startswith("interrupted: checkpoint saved to ")
     assert_nothing_left(tmp_path, process, workers, last)
     assert load_model(last).checkpoint["epoch"] < 50  # stopped mid-run, resumable
+
+
+BN_NETWORK = [
+    {"type": "conv2d", "filters": 4, "kernel": 5},
+    {"type": "maxpool2d", "size": 2},
+    {"type": "batchnorm2d"},
+    {"type": "relu"},
+    {"type": "flatten"},
+    {"type": "dense", "units": 16},
+    {"type": "batchnorm1d"},
+    {"type": "relu"},
+    {"type": "dropout", "p": 0.2},
+    {"type": "dense", "units": 10},
+]
+
+
+def test_batchnorm_and_dropout_on_two_workers_resume_exactly(tmp_path):
+    """A stopped run of a batch-norm and dropout network on 2 workers resumes bit for bit:
+    parameters, running statistics (in the pool's shared memory meanwhile) and losses."""
+    config = write_config(
+        tmp_path / "bn.yaml",
+        network=BN_NETWORK,
+        data={"limit": 600, "validation": 100},
+        training={"epochs": 2, "batch_size": 40, "seed": 3, "optimizer": {"name": "adam"}},
+        output={"runs_dir": str(tmp_path / "runs"), "snapshots": False},
+    )
+    whole = numpycnn.train(config, workers=2, name="whole", out=tmp_path / "whole.pkl")
+    calls = iter(range(10**6))
+    stopped = numpycnn.train(
+        config,
+        workers=2,
+        name="stopped",
+        callbacks=numpycnn.Callbacks(should_stop=lambda: next(calls) >= 20),
+    )
+    assert not stopped.finished
+    resumed = numpycnn.train(resume=stopped.folder.path, workers=2, out=tmp_path / "r.pkl")
+    assert same_params(whole.params, resumed.params)
+    a, b = load_model(whole.params).model, load_model(resumed.params).model
+    np.testing.assert_array_equal(a.flat_state, b.flat_state)
+    assert a.flat_state[8] == 30  # the first batch norm's batch count: 2 epochs of 15
+    assert [s.train_loss for s in resumed.history] == [s.train_loss for s in whole.history]
+    assert segments(os.getpid()) == set()

@@ -1,6 +1,6 @@
 """Shared by the export tests: every config's network with small random weights, a network
-of every layer type, the 2018 reference; and the format choice and output functions that
-every format relies on."""
+of every layer type (batch norm with running statistics of its own, dropout), the 2018
+reference; and the format choice and output functions that every format relies on."""
 
 from pathlib import Path
 
@@ -21,6 +21,7 @@ NORM = Normalization("standard", 33.318421449829934, 78.56748998339798)
 #: Every layer type the engine has, with strides, padding and overlapping pools.
 EVERY_LAYER = [
     {"type": "conv2d", "filters": 3, "kernel": 3, "stride": 2, "padding": 1},
+    {"type": "batchnorm2d", "momentum": 0.2, "eps": 1e-4},
     {"type": "leaky_relu", "alpha": 0.1},
     {"type": "avgpool2d", "size": 3, "stride": 2},
     {"type": "tanh"},
@@ -30,7 +31,9 @@ EVERY_LAYER = [
     {"type": "sigmoid"},
     {"type": "flatten"},
     {"type": "dense", "units": 12},
+    {"type": "batchnorm1d"},
     {"type": "relu"},
+    {"type": "dropout", "p": 0.3},
     {"type": "dense", "units": 10},
     {"type": "softmax"},
 ]
@@ -63,6 +66,15 @@ def config_model(path, mnist):
 
 def every_layer_model(dtype="float32", loss="mean_squared_error"):
     net = Sequential(EVERY_LAYER, loss=loss, init="glorot_uniform", dtype=dtype, seed=2)
+    rng = np.random.default_rng(3)
+    for layer in net.layers:  # batch norm: scales, shifts and running statistics of its own
+        if layer.state:
+            c = layer.params["weight"].shape[0]
+            layer.params["weight"][:, 0] = rng.uniform(0.5, 1.5, c)
+            layer.params["bias"][:, 0] = rng.normal(0, 0.2, c)
+            layer.state["running_mean"][...] = rng.normal(0, 0.3, c)
+            layer.state["running_var"][...] = rng.uniform(0.5, 2.0, c)
+            layer.state["num_batches_tracked"][...] = 7
     return Model(net, NORM)
 
 

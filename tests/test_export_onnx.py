@@ -69,8 +69,9 @@ def test_every_layer_type(dtype, tmp_path, mnist):
     out = tmp_path / "every.onnx"
     export(model, out)
     ops = [n.op_type for n in check_graph(out, model).graph.node]
-    assert ops == ["Sub", "Div", "Conv", "LeakyRelu", "AveragePool", "Tanh", "Conv", "Relu",
-                   "MaxPool", "Sigmoid", "Flatten", "Gemm", "Relu", "Gemm", "Softmax",
+    assert ops == ["Sub", "Div", "Conv", "BatchNormalization", "LeakyRelu", "AveragePool",
+                   "Tanh", "Conv", "Relu", "MaxPool", "Sigmoid", "Flatten", "Gemm",
+                   "BatchNormalization", "Relu", "Dropout", "Gemm", "Softmax",
                    "Identity"]  # fmt: skip
     images = mnist.test_images[:COUNT]
     assert_agrees(run(out, images), model.predict_proba(images))

@@ -75,8 +75,11 @@ def test_metadata_and_tensors(tmp_path):
     assert json.loads(meta["input_shape"]) == [1, 28, 28]
     assert json.loads(meta["metrics"]) == METRICS and json.loads(meta["config"]) == CONFIG
     assert json.loads(meta["history"]) == [{"epoch": 1}]
-    assert keys == {"0.weight", "0.bias", "4.weight", "4.bias", "9.weight", "9.bias",
-                    "11.weight", "11.bias"}  # fmt: skip
+    assert keys == {"0.weight", "0.bias", "5.weight", "5.bias", "10.weight", "10.bias",
+                    "14.weight", "14.bias"} | {
+                    f"{i}.{k}" for i in (1, 11) for k in
+                    ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+                    }  # fmt: skip
     assert bias.shape == (3,) and bias.dtype == np.float64
 
 
@@ -188,8 +191,16 @@ BROKEN = {
         r"normalization must be",
     ),
     "missing tensor": (
-        lambda b: rewritten(b, tensors=drop("9.weight")),
-        r"missing tensor '9\.weight' \(layer 9, dense\)",
+        lambda b: rewritten(b, tensors=drop("10.weight")),
+        r"missing tensor '10\.weight' \(layer 10, dense\)",
+    ),
+    "missing running statistics": (
+        lambda b: rewritten(b, tensors=drop("11.running_var")),
+        r"missing tensor '11\.running_var' \(layer 11, batchnorm1d\)",
+    ),
+    "float batch count": (
+        lambda b: rewritten(b, tensors=put("1.num_batches_tracked", np.array(7.0, np.float32))),
+        r"tensor '1\.num_batches_tracked' is float32; int64",
     ),
     "wrong shape": (
         lambda b: rewritten(b, tensors=put("0.weight", np.zeros((3, 1, 2, 2), np.float32))),

@@ -39,10 +39,11 @@ def torch_proba(net, model, images):
 
 
 def expected_keys(model):
+    """torch's state_dict keys: weight and bias, and batch norm's buffers after them."""
     return [
         f"{i}.{p}"
         for i, layer in enumerate(model.network.layers)
-        for p in ("weight", "bias")
+        for p in ("weight", "bias", *layer.state)
         if layer.params
     ]
 
@@ -76,9 +77,10 @@ def test_every_layer_type(dtype, atol, tmp_path, mnist):
     model = every_layer_model(dtype)
     net = numpycnn.to_torch(model)
     assert [type(m).__name__ for m in net] == [
-        "Conv2d", "LeakyReLU", "AvgPool2d", "Tanh", "Conv2d", "ReLU", "MaxPool2d", "Sigmoid",
-        "Flatten", "Linear", "ReLU", "Linear", "Softmax",
+        "Conv2d", "BatchNorm2d", "LeakyReLU", "AvgPool2d", "Tanh", "Conv2d", "ReLU", "MaxPool2d",
+        "Sigmoid", "Flatten", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "Softmax",
     ]  # fmt: skip
+    assert not net.training  # evaluation: running statistics, no dropout
     assert next(net.parameters()).dtype == getattr(torch, dtype)
     images = mnist.test_images[:COUNT]
     assert_agrees(torch_proba(net, model, images), model.predict_proba(images), atol)
@@ -87,6 +89,8 @@ def test_every_layer_type(dtype, atol, tmp_path, mnist):
     assert back.network.specs() == model.network.specs()
     for p, q in zip(back.network.get_params(), model.network.get_params()):
         assert p.dtype == q.dtype and np.array_equal(p, q)
+    for p, q in zip(back.network.state(), model.network.state()):
+        assert np.array_equal(p, q)
     np.testing.assert_array_equal(back.predict_proba(images), model.predict_proba(images))
 
 
@@ -148,9 +152,10 @@ def test_from_a_network_trained_in_pytorch(mnist, tmp_path):
 
 
 BAD_MODULES = [
-    (lambda: [nn.Flatten(), nn.Dropout(0.5), nn.Linear(784, 10)],
-     r"module 1 \(Dropout\): not a layer numpycnn has"),
-    (lambda: [nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)], r"module 1 \(BatchNorm2d\): not a layer"),
+    (lambda: [nn.Conv2d(1, 4, 3), nn.Dropout2d(0.5)],
+     r"module 1 \(Dropout2d\): not a layer numpycnn has"),
+    (lambda: [nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, affine=False)],
+     r"module 1 \(BatchNorm2d\): unsupported affine=False"),
     (lambda: [nn.Conv2d(1, 4, 3, dilation=2)], r"module 0 \(Conv2d\): unsupported dilation"),
     (lambda: [nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=2)],
      r"module 1 \(Conv2d\): unsupported groups=2"),
@@ -204,4 +209,6 @@ def test_state_dict_file_is_plain_tensors(tmp_path):
     export(every_layer_model(), out)
     state = torch.load(io.BytesIO(out.read_bytes()), weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
-    assert state["0.bias"].shape == (3,) and state["11.weight"].shape == (10, 12)
+    assert state["0.bias"].shape == (3,) and state["14.weight"].shape == (10, 12)
+    assert state["1.num_batches_tracked"].dtype == torch.int64
+    assert state["1.num_batches_tracked"].item() == 7 and state["11.running_var"].shape == (12,)

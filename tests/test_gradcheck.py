@@ -7,8 +7,11 @@ import pytest
 
 from numpycnn.engine import (
     AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     LeakyReLU,
     MaxPool2D,
@@ -473,3 +476,75 @@ def test_colour_network_input_gradient(colour_batch):
     # the sampled pixels cover all three channels
     assert set(np.unravel_index(idx, x.shape)[1]) == {0, 1, 2}
     assert result.errors["input"] < TOL
+
+
+# ----- batch norm and dropout -----
+
+BN_CASES = [(BatchNorm2D, (3, 2, 4, 5)), (BatchNorm2D, (2, 3, 1, 1)), (BatchNorm1D, (5, 4))]
+
+
+@pytest.mark.parametrize("cls,shape", BN_CASES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm(cls, shape, training):
+    """Training: the whole derivation through the batch statistics; evaluation: the
+    running statistics are constants."""
+    layer = cls()
+    layer.training = training
+    result = gradcheck.check_layer(layer, shape)
+    assert_exact_check(result, layer_sizes(layer, shape))
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 4, 4), (6, 5)])
+def test_dropout_with_a_fixed_mask(shape):
+    layer = Dropout(0.4)
+    layer.training = True
+    layer.key = (7, 3)
+    result = gradcheck.check_layer(layer, shape)
+    assert_exact_check(result, {"input": int(np.prod(shape))})
+    assert (layer._mask == 0).any() and (layer._mask > 0).any()  # a real mask was checked
+
+
+BN_NETWORK = [
+    {"type": "conv2d", "filters": 4, "kernel": 5},
+    {"type": "batchnorm2d"},
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 16},
+    {"type": "batchnorm1d"},
+    {"type": "relu"},
+    {"type": "dropout", "p": 0.3},
+    {"type": "dense", "units": 10},
+]
+
+
+def test_batchnorm_network(mnist_batch):
+    """A network with both batch norms and dropout, in training mode on real images: the
+    biases before batch norm have a zero gradient (batch norm removes any shift), which
+    the check sees as zero, not as noise."""
+    x, labels = mnist_batch
+    model = Sequential(BN_NETWORK, dtype="float64", init="he_normal", seed=1)
+    result = gradcheck.check_model(model, x, labels, samples=30)
+    assert model.param_names == ["f1", "g2", "w3", "g4", "w5", "b1", "b2", "b3", "b4", "b5"]
+    for name, param in zip(model.param_names, model.params):
+        assert result.checked[name] >= 0.8 * min(30, param.size), name
+        assert result.errors[name] < TOL, (name, result.errors[name])
+    assert np.abs(model.grads[model.param_names.index("b1")]).max() < 1e-12
+
+
+def test_checker_reports_batchnorm_without_the_mean_term(mnist_batch, monkeypatch):
+    """Leaving out the -sum(dy)/m term (the gradient through the batch mean) is caught."""
+    x, labels = mnist_batch
+    model = Sequential(BN_NETWORK, dtype="float64", init="he_normal", seed=1)
+    bn = model.layers[1]
+    real = bn.sync
+
+    def no_mean(parts, forward):
+        if forward:
+            return parts if real is None else real(parts, forward)
+        return np.stack([np.zeros_like(parts[0]), parts[1]])
+
+    monkeypatch.setattr(bn, "sync", no_mean)
+    result = gradcheck.check_model(model, x, labels, samples=20)
+    assert result.errors["f1"] > 1e-3
+    assert result.errors["g4"] < TOL  # the layers after it are still right

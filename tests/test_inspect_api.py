@@ -164,6 +164,7 @@ def load_model_like(inspector):
         inspector.model.specs(), loss=inspector.model.loss.kind, dtype=inspector.model.dtype
     )
     model.set_params(inspector.model.get_params())
+    model.set_state(inspector.model.state())  # batch norm's running statistics
     return model
 
 

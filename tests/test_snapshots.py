@@ -1,6 +1,7 @@
 """Parameter snapshots in the run folder: which steps, what they hold, and a writer that
 never holds up the training loop."""
 
+import dataclasses
 import threading
 from types import SimpleNamespace
 
@@ -176,3 +177,21 @@ def test_a_log_that_cannot_be_written_ends_the_log_not_the_run(tmp_path):
         rec.end("finished")
     assert runlog.read_status(tmp_path / "run")["state"] == "finished"
     assert [s.step for s in runlog.list_snapshots(tmp_path / "run")] == [1, 2]
+
+
+def test_a_batchnorm_networks_snapshot_keeps_its_running_statistics(tmp_path, loader, mnist_dir):
+    network = (
+        {"type": "conv2d", "filters": 2, "kernel": 5, "stride": 1, "padding": 0},
+        {"type": "batchnorm2d", "momentum": 0.1, "eps": 1e-5},
+        {"type": "relu"},
+        {"type": "flatten"},
+        {"type": "dense", "units": 10},
+    )
+    config = dataclasses.replace(tiny(tmp_path), network=network)
+    result = numpycnn.train(config, workers=1)
+    last = runlog.load_snapshot(result.folder.path, 60)
+    final = numpycnn.load(tmp_path / "p.pkl")
+    np.testing.assert_array_equal(last.network.flat_state, final.network.flat_state)
+    assert last.network.flat_state[-1] == 60  # the batch count: every step's statistics
+    test = real_mnist(mnist_dir).test_images[:500]
+    np.testing.assert_array_equal(last.predict_proba(test), final.predict_proba(test))

@@ -9,8 +9,11 @@ F = torch.nn.functional
 
 from numpycnn.engine import (  # noqa: E402  (after the skip above)
     AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     LeakyReLU,
     MaxPool2D,
@@ -386,3 +389,152 @@ def test_colour_network():
     assert model.param_names == ["f1", "f2", "w3", "b1", "b2", "b3"]
     for grad, p in zip(model.grads, ordered):
         close(grad.reshape(p.shape), p.grad)
+
+
+# ----- batch norm and dropout -----
+
+
+@pytest.mark.parametrize(
+    "cls,shape",
+    [(BatchNorm2D, (4, 3, 5, 6)), (BatchNorm2D, (2, 2, 3, 3)), (BatchNorm1D, (6, 5))],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm(cls, shape, training):
+    """Forward and backward against torch's BatchNorm in both modes, and the running
+    statistics one training forward leaves (unbiased variance, momentum 0.1)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(shape) * 3 + 1.5
+    layer = cls()
+    model = Sequential([layer], loss=None, input_shape=shape[1:], dtype="float64")
+    layer.needs_input_grad = True
+    running = [rng.random(shape[1]) - 0.5, rng.random(shape[1]) + 0.5, np.array([3.0])]
+    model.set_state(running)
+    model.train(training)
+    for p in model.params:
+        p[...] = rng.standard_normal(p.shape)
+    params = {k: p.copy() for k, p in layer.params.items()}
+    out = np.array(layer.forward(x))
+    upstream = rng.standard_normal(out.shape)
+    dx = np.array(layer.backward(upstream))
+    grads = layer.grads
+    bn = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d)(shape[1])
+    bn = bn.double().train(training)
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(params["weight"][:, 0]))
+        bn.bias.copy_(torch.from_numpy(params["bias"][:, 0]))
+        bn.running_mean.copy_(torch.from_numpy(running[0]))
+        bn.running_var.copy_(torch.from_numpy(running[1]))
+        bn.num_batches_tracked.fill_(3)
+    xt = t(x, grad=True)
+    out_t = bn(xt)
+    (out_t * t(upstream)).sum().backward()
+    close(out, out_t)
+    close(dx, xt.grad)
+    close(grads["weight"][:, 0], bn.weight.grad)
+    close(grads["bias"][:, 0], bn.bias.grad)
+    mean, var, count = layer.state.values()
+    close(mean, bn.running_mean)
+    close(var, bn.running_var)
+    assert count[0] == bn.num_batches_tracked.item() == (4 if training else 3)
+
+
+def test_dropout_matches_torch_semantics():
+    """Inverted dropout: the mask's values are 0 or 1 / (1 - p), kept at rate 1 - p; the
+    output is x times the mask and the gradient the upstream times it, as torch's dropout
+    is for its own mask; evaluation passes x through, as torch's does."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 4, 6, 6))
+    layer = Dropout(0.3)
+    model = Sequential([layer], loss=None, input_shape=x.shape[1:], dtype="float64").train()
+    model.set_step(5, 17)
+    _, out, upstream, dx, _ = run_layer(layer, x)
+    mask = layer.mask(x.shape, x.dtype)
+    assert set(np.unique(mask)) == {0.0, 1 / 0.7}
+    assert abs((mask > 0).mean() - 0.7) < 0.02
+    close(out, x * mask)
+    close(dx, upstream * mask)
+    drop = torch.nn.Dropout(0.3).double()
+    torch.manual_seed(0)
+    torch_out = drop(t(x)).numpy()
+    scaled = torch_out[torch_out != 0] / x[torch_out != 0]
+    np.testing.assert_allclose(scaled, 1 / 0.7)  # torch's kept values: the same scaling
+    model.eval()
+    close(layer.forward(x), drop.eval()(t(x)))
+
+
+BN_NETWORK = [
+    {"type": "conv2d", "filters": 4, "kernel": 3},
+    {"type": "batchnorm2d"},
+    {"type": "relu"},
+    {"type": "maxpool2d", "size": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 16},
+    {"type": "batchnorm1d", "momentum": 0.2},
+    {"type": "relu"},
+    {"type": "dropout", "p": 0.4},
+    {"type": "dense", "units": 10},
+]
+
+
+class _Mask(torch.nn.Module):
+    """torch's Dropout with numpycnn's mask of the step (the same values, not the same
+    random stream): what the parity test compares."""
+
+    def __init__(self):
+        super().__init__()
+        self.mask = None
+
+    def forward(self, x):
+        return x * self.mask if self.training else x
+
+
+def test_batchnorm_network_after_optimiser_steps():
+    """A conv-bn-relu-pool-dense-bn-relu-dropout-dense network trained 5 Adam steps by
+    numpycnn and by torch (same start, batches and dropout masks): the same parameters,
+    running statistics and evaluation outputs."""
+    rng = np.random.default_rng(21)
+    model = Sequential(BN_NETWORK, input_shape=(1, 12, 12), dtype="float64", init="he_normal")
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(100, 16),
+        torch.nn.BatchNorm1d(16, momentum=0.2),
+        torch.nn.ReLU(),
+        _Mask(),
+        torch.nn.Linear(16, 10),
+    ).double()
+    by_name = dict(zip(model.param_names, model.params))
+    pairs = [("f1", "b1", 0), ("g2", "b2", 1), ("w3", "b3", 5), ("g4", "b4", 6), ("w5", "b5", 9)]
+    for p in model.params:
+        p[...] = rng.standard_normal(p.shape) * 0.3
+    with torch.no_grad():
+        for w, b, i in pairs:
+            net[i].weight.copy_(torch.from_numpy(by_name[w].reshape(net[i].weight.shape)))
+            net[i].bias.copy_(torch.from_numpy(by_name[b].reshape(-1)))
+    opt = optim.Adam(0.01)
+    opt_t = torch.optim.Adam(net.parameters(), lr=0.01)
+    dropout = model.layers[8]
+    for step in range(5):
+        x = rng.standard_normal((8, 1, 12, 12))
+        y = rng.integers(0, 10, 8)
+        model.set_step(0, step)
+        model.train()
+        model.train_step(x, y, opt)
+        net.train()
+        net[8].mask = torch.from_numpy(dropout.mask((8, 16), np.dtype(np.float64)))
+        opt_t.zero_grad()
+        F.cross_entropy(net(t(x)), torch.tensor(y)).backward()
+        opt_t.step()
+    for w, b, i in pairs:
+        close(by_name[w].reshape(net[i].weight.shape), net[i].weight)
+        close(by_name[b].reshape(-1), net[i].bias)
+    for i in (1, 6):
+        mean, var, count = model.layers[i].state.values()
+        close(mean, net[i].running_mean)
+        close(var, net[i].running_var)
+        assert count[0] == net[i].num_batches_tracked.item() == 5
+    x = rng.standard_normal((5, 1, 12, 12))
+    close(model.predict_proba(x), F.softmax(net.eval()(t(x)), dim=1))

@@ -3,6 +3,7 @@ sequential model, each with a hand-written, vectorised forward and backward pass
 
 from . import gradcheck, init, losses, optim
 from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh, sigmoid, softmax
+from .batchnorm import BatchNorm1D, BatchNorm2D, Dropout
 from .layers import AvgPool2D, Conv2D, Dense, Flatten, Layer, MaxPool2D
 from .model import (
     LAYERS,
@@ -15,8 +16,11 @@ from .model import (
 
 __all__ = [
     "AvgPool2D",
+    "BatchNorm1D",
+    "BatchNorm2D",
     "Conv2D",
     "Dense",
+    "Dropout",
     "Flatten",
     "LAYERS",
     "Layer",

@@ -23,13 +23,20 @@ class Layer:
 
     kind = None  # the spec name, e.g. "conv2d"
     needs_input_grad = True  # the model turns this off for its first layer
+    training = False  # batch norm and dropout differ in training (Sequential.train)
 
     def __init__(self):
         self.params = {}
         self.grads = {}
+        self.state = {}
 
     def param_shapes(self, input_shape):
         """Shapes of the parameters for a per-sample ``input_shape``; none by default."""
+        return {}
+
+    def state_shapes(self, input_shape):
+        """Shapes of the layer's state (values that are not parameters: batch norm's
+        running statistics); none by default."""
         return {}
 
     def output_shape(self, input_shape):

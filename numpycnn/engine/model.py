@@ -7,6 +7,7 @@ order, which for the reference network is the reference's order
 ``[f1, f2, w3, w4, b1, b2, b3, b4]``; optimisers update that flat array in one go.
 """
 
+import contextlib
 import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from . import init as initialisers
 from . import losses
 from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .batchnorm import BatchNorm1D, BatchNorm2D, Dropout
 from .layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 
 LAYERS = {
@@ -32,6 +34,9 @@ LAYERS = {
         Sigmoid,
         Tanh,
         Softmax,
+        BatchNorm2D,
+        BatchNorm1D,
+        Dropout,
     )
 }
 ALIASES = {"conv": "conv2d", "maxpool": "maxpool2d", "avgpool": "avgpool2d", "fc": "dense"}
@@ -51,7 +56,9 @@ REFERENCE_LAYERS = (
 MNIST_SHAPE = (1, 28, 28)
 DTYPES = ("float32", "float64")
 #: Layers that take images: (channels, height, width) per sample.
-IMAGE_KINDS = ("conv2d", "maxpool2d", "avgpool2d")
+IMAGE_KINDS = ("conv2d", "maxpool2d", "avgpool2d", "batchnorm2d")
+#: Layers whose training output depends on the whole batch (not image by image).
+BATCH_KINDS = ("batchnorm2d", "batchnorm1d")
 
 
 def build_layer(spec):
@@ -96,7 +103,7 @@ def infer_shapes(layers, input_shape, name=None, source=None):
                 f"{here} needs an input of channels x height x width, but {feeder} gives "
                 f"{describe_shape(shape)}"
             )
-        if layer.kind == "dense" and len(shape) != 1:
+        if layer.kind in ("dense", "batchnorm1d") and len(shape) != 1:
             raise ValueError(
                 f"{here} needs a flat input, but {feeder} gives {describe_shape(shape)}: "
                 "add a flatten layer before it"
@@ -151,12 +158,20 @@ class Sequential:
         initialisers.get(init)
         self._allocate()
         self.layers[0].needs_input_grad = False  # nothing upstream wants dL/dinput
+        for i, layer in enumerate(self.layers):
+            layer.index = i  # dropout draws its masks per layer position
+        self.training = False
+        self.step_key = (0, 0)  # (seed, step) of the training step: dropout's masks
         self.initialise(seed)
 
     def _allocate(self):
-        entries, self.shapes = [], []
-        for layer, params, shape in infer_shapes(self.layers, self.input_shape):
+        entries, self.shapes, self._state_entries, self.state_names = [], [], [], []
+        for i, (layer, params, shape) in enumerate(infer_shapes(self.layers, self.input_shape)):
             entries.extend((layer, name, pshape) for name, pshape in params.items())
+            fed = self.shapes[-1] if i else self.input_shape
+            for name, sshape in layer.state_shapes(fed).items():
+                self._state_entries.append((layer, name, sshape))
+                self.state_names.append(f"{i}.{name}")
             self.shapes.append(shape)
         self.output_shape = self.shapes[-1]
         # Weights first, then biases: the reference's order for its network.
@@ -166,11 +181,14 @@ class Sequential:
         self._ordered = ordered
         total = sum(math.prod(s) for _, _, s in ordered)
         self._bind(np.zeros(total, dtype=self.dtype), np.zeros(total, dtype=self.dtype))
+        states = sum(math.prod(s) for _, _, s in self._state_entries)
+        self._bind_state(np.zeros(states, dtype=self.dtype))
         parametrised = [layer for layer, name, _ in entries if name == "weight"]
         self.param_names = []
         for layer, name, _ in ordered:
             k = parametrised.index(layer) + 1
-            letter = "b" if name == "bias" else ("f" if layer.kind == "conv2d" else "w")
+            letter = {"conv2d": "f"}.get(layer.kind, "g" if layer.kind in BATCH_KINDS else "w")
+            letter = "b" if name == "bias" else letter
             self.param_names.append(f"{letter}{k}")
 
     def _bind(self, flat_params, flat_grads):
@@ -186,7 +204,16 @@ class Sequential:
             self.params.append(layer.params[name])
             self.grads.append(layer.grads[name])
 
-    def use_buffers(self, flat_params, flat_grads, copy=True):
+    def _bind_state(self, flat_state):
+        """Make every layer's state (running statistics) a view into ``flat_state``."""
+        self.flat_state = flat_state
+        offset = 0
+        for layer, name, sshape in self._state_entries:
+            size = math.prod(sshape)
+            layer.state[name] = flat_state[offset : offset + size].reshape(sshape)
+            offset += size
+
+    def use_buffers(self, flat_params, flat_grads, copy=True, flat_state=None):
         """Move the flat parameter and gradient buffers into the given arrays.
 
         Both must be 1-D, C-contiguous, of the model's dtype and ``num_params`` long (e.g.
@@ -195,32 +222,102 @@ class Sequential:
         parameters. Every view (``params``, ``grads``, each layer's) is rebuilt: views taken
         before this call keep pointing at the old buffers.
         """
-        for what, a in (("flat_params", flat_params), ("flat_grads", flat_grads)):
+        arrays = [("flat_params", flat_params, self.num_params)]
+        arrays.append(("flat_grads", flat_grads, self.num_params))
+        if flat_state is not None:
+            arrays.append(("flat_state", flat_state, self.num_state))
+        for what, a, size in arrays:
             if not (
                 isinstance(a, np.ndarray)
-                and a.shape == (self.num_params,)
+                and a.shape == (size,)
                 and a.dtype == self.dtype
                 and a.flags.c_contiguous
                 and a.flags.writeable
             ):
                 raise ValueError(
-                    f"{what} must be a writeable contiguous {self.dtype} array of shape "
-                    f"({self.num_params},)"
+                    f"{what} must be a writeable contiguous {self.dtype} array of shape ({size},)"
                 )
         if copy:
             flat_params[...] = self.flat_params
             flat_grads[...] = self.flat_grads
+            if flat_state is not None:
+                flat_state[...] = self.flat_state
         self._bind(flat_params, flat_grads)
+        if flat_state is not None:
+            self._bind_state(flat_state)
 
     def initialise(self, seed=0):
         """Draw every weight with its layer's initialiser (or the model's); zero the biases."""
         rng = np.random.default_rng(seed)
         for layer in self.layers:
-            if "weight" in layer.params:
+            if layer.state:
+                layer.reset_state()
+            if hasattr(layer, "reset_parameters"):  # batch norm: gamma 1, beta 0, no draws
+                layer.reset_parameters()
+            elif "weight" in layer.params:
                 draw = initialisers.get(getattr(layer, "init", None) or self.init)
                 w = layer.params["weight"]
                 w[...] = draw(w.shape, rng)
                 layer.params["bias"][...] = 0
+
+    # ----- modes and state -----
+
+    def train(self, mode=True):
+        """Training mode (batch norm's batch statistics, dropout's masks) or, with False,
+        evaluation mode (running statistics, no dropout), for every layer. Returns self."""
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.training = self.training
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    @contextlib.contextmanager
+    def mode(self, training):
+        """A context in which the model is in ``training`` mode, restored afterwards."""
+        before = self.training
+        self.train(training)
+        try:
+            yield self
+        finally:
+            self.train(before)
+
+    def set_step(self, seed, step, rows=None):
+        """The training step that the next forward passes belong to: dropout draws its
+        masks from (seed, step, layer position) for the batch's ``rows`` (first row, batch
+        size), None meaning the whole batch is the input."""
+        self.step_key = (int(seed), int(step))
+        for layer in self.layers:
+            if layer.kind == "dropout":
+                layer.key, layer.rows = self.step_key, rows
+
+    @property
+    def batch_dependent(self):
+        """Whether a training forward pass mixes the images of a batch (batch norm)."""
+        return any(layer.kind in BATCH_KINDS for layer in self.layers)
+
+    @property
+    def num_state(self):
+        return self.flat_state.size
+
+    def state(self):
+        """Copies of the state arrays (``state_names`` order): batch norm's running mean,
+        variance and batch count. State is not a parameter: no optimiser touches it."""
+        return [layer.state[name].copy() for layer, name, _ in self._state_entries]
+
+    def set_state(self, state):
+        """Load ``state()`` output; ValueError on a count or shape mismatch."""
+        state = list(state)
+        if len(state) != len(self._state_entries):
+            raise ValueError(f"expected {len(self._state_entries)} state arrays, got {len(state)}")
+        for name, (layer, key, _), src in zip(self.state_names, self._state_entries, state):
+            src = np.asarray(src)
+            if src.shape != layer.state[key].shape:
+                raise ValueError(
+                    f"state {name}: expected shape {layer.state[key].shape}, got {src.shape}"
+                )
+            layer.state[key][...] = src
 
     # ----- running the network -----
 
@@ -257,9 +354,11 @@ class Sequential:
         return self.loss.forward(out, np.asarray(labels)), out
 
     def train_step(self, x, labels, optimizer):
-        """One step of ``optimizer`` on the batch; returns (mean loss, correct predictions)."""
-        loss, out = self.loss_on(x, labels)
-        self.backward()
+        """One step of ``optimizer`` on the batch (in training mode); returns (mean loss,
+        correct predictions)."""
+        with self.mode(True):
+            loss, out = self.loss_on(x, labels)
+            self.backward()
         optimizer.step(self.flat_params, self.flat_grads)
         return loss, int((out.argmax(axis=1) == labels).sum())
 
@@ -284,6 +383,9 @@ class Sequential:
             ]
 
         threads = max(1, min(int(threads), len(starts)))
+        if self.training:  # prediction always uses the running statistics, no dropout
+            with self.mode(False):
+                return self.predict_proba(x, batch_size, threads)
         if threads == 1:
             return np.concatenate(scores(self.layers, starts))
         groups = [list(g) for g in np.array_split(starts, threads)]

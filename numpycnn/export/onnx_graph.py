@@ -61,6 +61,19 @@ def _layer_nodes(helper, index, spec, x, layer, const):
         w = const(f"layer{index}.weight", layer.params["weight"])
         b = const(f"layer{index}.bias", layer.params["bias"].reshape(-1))
         node = helper.make_node("Gemm", [x, w, b], [y], transB=1)
+    elif kind in ("batchnorm2d", "batchnorm1d"):  # inference: the running statistics
+        params = [
+            const(f"layer{index}.{name}", source[key].reshape(-1))
+            for name, source, key in (
+                ("weight", layer.params, "weight"),
+                ("bias", layer.params, "bias"),
+                ("running_mean", layer.state, "running_mean"),
+                ("running_var", layer.state, "running_var"),
+            )
+        ]
+        node = helper.make_node("BatchNormalization", [x, *params], [y], epsilon=layer.eps)
+    elif kind == "dropout":  # identity at inference: ONNX's Dropout without training_mode
+        node = helper.make_node("Dropout", [x], [y])
     elif kind == "relu":
         node = helper.make_node("Relu", [x], [y])
     elif kind == "leaky_relu":

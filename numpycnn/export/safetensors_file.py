@@ -4,7 +4,9 @@ by such a file, so it is the format to hand to others.
 
 Tensors are named as the ``state_dict`` of the equivalent ``torch.nn.Sequential``
 (``export.torch_modules``): ``"{layer index}.weight"`` and ``"{layer index}.bias"``, biases
-flat (F,), so ``safetensors.torch.load_file`` gives a dict that ``load_state_dict`` takes.
+flat (F,), batch norm's as its buffers ``"{i}.running_mean"``, ``"{i}.running_var"`` and
+``"{i}.num_batches_tracked"`` (int64, a scalar), so ``safetensors.torch.load_file`` gives a
+dict that ``load_state_dict`` takes.
 The metadata holds ``format``, ``version``, ``numpycnn_version``, ``loss`` and ``dtype`` as
 plain strings and ``layers``, ``input_shape``, ``normalization``, ``classes``, ``config``,
 ``metrics``, ``cost``, ``history`` and ``data`` (the data source and class names) as JSON.
@@ -59,6 +61,22 @@ def tensor_name(index, param):
     return f"{index}.{param}"
 
 
+def _stored_shape(layer, param, target):
+    """A tensor's shape in the file: torch's (biases and batch norm's vectors flat)."""
+    if param == "num_batches_tracked":
+        return ()
+    if param != "weight" or layer.kind in ("batchnorm2d", "batchnorm1d"):
+        return (target.shape[0],)
+    return target.shape
+
+
+def _tensors(layer):
+    """(name, array, dtype in the file) of a layer's parameters and state."""
+    for param, value in [*layer.params.items(), *layer.state.items()]:
+        dtype = np.int64 if param == "num_batches_tracked" else value.dtype
+        yield param, value, dtype
+
+
 def _json(key, value):
     def plain(v):
         if isinstance(v, np.generic | np.ndarray):
@@ -86,9 +104,11 @@ def to_bytes(
     for i, layer in enumerate(model.layers):
         if LAYERS.get(layer.kind) is not type(layer):  # the spec must rebuild this very layer
             raise unsupported(i, layer.kind, "a numpycnn model file")
-        for param, value in layer.params.items():
-            value = value.reshape(-1) if param == "bias" else value
-            tensors[tensor_name(i, param)] = np.ascontiguousarray(value).copy()
+        for param, value, dtype in _tensors(layer):
+            # astype copies into a contiguous array (and keeps a 0-d one 0-d)
+            tensors[tensor_name(i, param)] = value.reshape(
+                _stored_shape(layer, param, value)
+            ).astype(dtype)
     normalization = normalization.to_dict() if hasattr(normalization, "to_dict") else normalization
     config = config.to_dict() if hasattr(config, "to_dict") else config
     metadata = {
@@ -225,24 +245,23 @@ def parse(data):
         raise problem(f"corrupt safetensors file ({exc})") from None
     left = dict(tensors)
     for i, layer in enumerate(model.layers):
-        for param, target in layer.params.items():
+        for param, target, dtype in _tensors(layer):
             key = tensor_name(i, param)
             if key not in left:
                 raise problem(f"missing tensor {key!r} (layer {i}, {layer.kind})")
             value = left.pop(key)
-            shape = (target.shape[0],) if param == "bias" else target.shape
+            shape = _stored_shape(layer, param, target)
             if value.shape != shape:
                 raise problem(
                     f"tensor {key!r} has shape {value.shape}; layer {i} ({layer.kind}) "
                     f"needs {shape}"
                 )
-            if value.dtype != model.dtype:
-                raise problem(
-                    f"tensor {key!r} is {value.dtype}; the model's dtype is {model.dtype}"
-                )
+            if value.dtype != dtype:
+                which = "int64" if dtype == np.int64 else f"the model's dtype is {model.dtype}"
+                raise problem(f"tensor {key!r} is {value.dtype}; {which}")
             target[...] = value.reshape(target.shape)
     if left:
         raise problem(f"unexpected tensor {sorted(left)[0]!r} (no layer of the network has it)")
-    stored.update(version=VERSION, params=model.get_params())
+    stored.update(version=VERSION, params=model.get_params(), state=model.state())
     stored.pop("classes")
     return modelfile._model_file(stored, len(data))

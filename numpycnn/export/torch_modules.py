@@ -4,7 +4,9 @@ in the same order (``to_torch``; its ``state_dict`` is the ``--format torch`` fi
 
 conv2d -> Conv2d, dense -> Linear, flatten -> Flatten, maxpool2d -> MaxPool2d, avgpool2d ->
 AvgPool2d, relu -> ReLU, leaky_relu -> LeakyReLU, sigmoid -> Sigmoid, tanh -> Tanh,
-softmax -> Softmax(dim=-1). The modules hold the weights only: the caller normalises the
+softmax -> Softmax(dim=-1), batchnorm2d -> BatchNorm2d and batchnorm1d -> BatchNorm1d (with
+the running statistics and batch count as their buffers), dropout -> Dropout. The modules
+hold the weights only: the caller normalises the
 pixels, ``(x - mean) / std``, and applies the loss's output function (softmax over the
 logits for softmax_cross_entropy models), as PyTorch code conventionally does; the state_dict
 keys stay "0.weight", "0.bias", ... PyTorch is imported on first use.
@@ -46,6 +48,11 @@ def _module_args(index, spec, in_shape):
         return "LeakyReLU", (spec["alpha"],), {}
     if kind == "softmax":
         return "Softmax", (), {"dim": -1}
+    if kind in ("batchnorm2d", "batchnorm1d"):
+        name = "BatchNorm2d" if kind == "batchnorm2d" else "BatchNorm1d"
+        return name, (in_shape[0],), {"eps": spec["eps"], "momentum": spec["momentum"]}
+    if kind == "dropout":
+        return "Dropout", (spec["p"],), {}
     raise _unsupported(index, kind, WHAT)
 
 
@@ -81,8 +88,12 @@ def to_torch(model):
         if layer.params:  # no random initialisation: it would draw from torch's global RNG
             module = nn.utils.skip_init(cls, *args, **kwargs, dtype=dtype)
             with torch.no_grad():
-                module.weight.copy_(torch.from_numpy(layer.params["weight"].copy()))
+                weight = layer.params["weight"].reshape(module.weight.shape)
+                module.weight.copy_(torch.from_numpy(weight.copy()))
                 module.bias.copy_(torch.from_numpy(layer.params["bias"].reshape(-1).copy()))
+                for key, value in layer.state.items():  # batch norm's buffers
+                    buffer = getattr(module, key)
+                    buffer.copy_(torch.from_numpy(value.reshape(buffer.shape).copy()))
         else:
             module = cls(*args, **kwargs)
         modules.append(module)
@@ -179,9 +190,19 @@ def _spec_of(index, module, shape, nn):
     simple = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
     if kind in simple:
         return {"type": simple[kind]}
+    if kind in (nn.BatchNorm2d, nn.BatchNorm1d):
+        if not (module.affine and module.track_running_stats):
+            raise _refused(index, module, "affine=False or track_running_stats=False")
+        if module.num_features != shape[0]:
+            raise _refused(index, module, f"num_features={module.num_features} for {shape}")
+        name = "batchnorm2d" if kind is nn.BatchNorm2d else "batchnorm1d"
+        return {"type": name, "momentum": module.momentum, "eps": float(module.eps)}
+    if kind is nn.Dropout:
+        return {"type": "dropout", "p": float(module.p)}
     raise ExportError(
         f"module {index} ({kind.__name__}): not a layer numpycnn has (it takes Conv2d, Linear, "
-        "Flatten, MaxPool2d, AvgPool2d, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax)"
+        "Flatten, MaxPool2d, AvgPool2d, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, BatchNorm2d, "
+        "BatchNorm1d, Dropout)"
     )
 
 
@@ -240,8 +261,10 @@ def from_torch(module, normalization, *, loss="softmax_cross_entropy", input_sha
             bias = np.zeros(weight.shape[0], weight.dtype)
             if child.bias is not None:
                 bias = child.bias.detach().cpu().numpy()
-            layer.params["weight"][...] = weight
+            layer.params["weight"][...] = weight.reshape(layer.params["weight"].shape)
             layer.params["bias"][...] = bias.reshape(-1, 1)
+        for key, value in layer.state.items():  # batch norm's running statistics
+            value[...] = getattr(child, key).detach().cpu().numpy().reshape(value.shape)
 
     if isinstance(normalization, tuple | list) and len(normalization) == 2:
         mean, std = map(float, normalization)

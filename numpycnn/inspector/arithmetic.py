@@ -11,6 +11,8 @@ __all__ = ["ACTIVATIONS", "DENSE_TERMS", "unit_arithmetic"]
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 #: How many of a dense unit's terms ``unit`` lists, largest magnitude first.
 DENSE_TERMS = 12
+#: Layers whose unit an activation right after them shows with its own arithmetic.
+AFFINE = ("conv2d", "dense", "batchnorm2d", "batchnorm1d")
 
 
 def unit_arithmetic(tr, index, unit):
@@ -18,7 +20,9 @@ def unit_arithmetic(tr, index, unit):
 
     A conv unit: its C x K x K receptive field, the kernel, their products, the sum, the
     bias and the pre-activation. A max-pool unit: its window and which input won. A dense
-    unit: its largest terms. A unit of an activation layer: the arithmetic of the layer
+    unit: its largest terms. A batch-norm unit: (x - mean) / sqrt(var + eps) * gamma + beta
+    with the running statistics of its channel (inference). A dropout unit: its input,
+    passed through (inference). A unit of an activation layer: the arithmetic of the layer
     before it, then the activation. Recomputed in float64 from the layer's input and
     parameters, with the engine's own output beside it (``output``) and their difference.
     """
@@ -30,14 +34,14 @@ def unit_arithmetic(tr, index, unit):
     labels = layer_labels(tr.model)
     unit = unit_index(unit, tr.outputs[index].shape[1:], labels[index])
     kind = layers[index].kind
-    if kind in ACTIVATIONS and index > 0 and layers[index - 1].kind in ("conv2d", "dense"):
+    if kind in ACTIVATIONS and index > 0 and layers[index - 1].kind in AFFINE:
         result = _unit(tr, index - 1, unit, labels)
         result["activation"] = _activation(tr, index, unit, labels)
         result["clicked"] = {"layer": int(index), "label": labels[index]}
         return result
     result = _unit(tr, index, unit, labels)
     nxt = index + 1
-    if nxt < len(layers) and layers[nxt].kind in ACTIVATIONS and kind in ("conv2d", "dense"):
+    if nxt < len(layers) and layers[nxt].kind in ACTIVATIONS and kind in AFFINE:
         result["activation"] = _activation(tr, nxt, unit, labels)
     result["clicked"] = {"layer": int(index), "label": labels[index]}
     return result
@@ -140,9 +144,40 @@ def _unit(tr, index, unit, labels):
             "preactivation": pre,
             "difference": pre - engine,
         }
+    if layer.kind in ("batchnorm2d", "batchnorm1d"):
+        return {**base, **_batchnorm(layer, float(x[unit]), unit[0], engine)}
+    if layer.kind == "dropout":  # inference: the identity
+        value = float(x[unit])
+        return {**base, "input": value, "value": value, "difference": value - engine}
     if layer.kind == "flatten":
         source = [int(v) for v in np.unravel_index(unit[0], x.shape)]
         value = float(x[tuple(source)])
         return {**base, "from": source, "value": value, "difference": value - engine}
     # an activation or softmax with nothing linear before it: input and output
     return {**base, "input": float(x[unit]), "difference": 0.0}
+
+
+def _batchnorm(layer, value, channel, engine):
+    """One batch-norm unit at inference, in float64: its channel's running statistics,
+    the normalised input, then the scale and shift."""
+    mean = float(layer.state["running_mean"][channel])
+    var = float(layer.state["running_var"][channel])
+    gamma = float(layer.params["weight"][channel, 0])
+    beta = float(layer.params["bias"][channel, 0])
+    std = float(np.sqrt(var + layer.eps))
+    normalized = (value - mean) / std
+    out = normalized * gamma + beta
+    return {
+        "channel": int(channel),
+        "input": value,
+        "mean": mean,
+        "var": var,
+        "eps": layer.eps,
+        "std": std,
+        "normalized": normalized,
+        "gamma": gamma,
+        "beta": beta,
+        "value": out,
+        "preactivation": out,
+        "difference": out - engine,
+    }

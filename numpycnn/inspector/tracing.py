@@ -55,6 +55,7 @@ def _copy_layer(layer):
     twin = copy.copy(layer)
     twin.grads = {name: np.zeros_like(g) for name, g in layer.grads.items()}
     twin.needs_input_grad = True  # the input gradient is the saliency map
+    twin.training = False  # inference: batch norm's running statistics, no dropout
     return twin
 
 
