@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import ExportError, classes, output_meaning, parts_of
+from .common import ExportError, classes, output_meaning, parts_of, pixels_text
 
 #: format -> the extensions that imply it
 FORMATS = {"onnx": (".onnx",), "torch": (".pt", ".pth"), "safetensors": (".safetensors",)}
@@ -64,10 +64,10 @@ def export(model, out, format=None):
     parts = parts_of(model)
     net, norm = parts.network, parts.normalization
     details = {
-        "input": {"shape": ["N", *net.input_shape], "pixels": "raw 0-255, light digit on dark"},
+        "input": {"shape": ["N", *net.input_shape], "pixels": pixels_text(parts)},
         "output": {"shape": ["N", *net.output_shape], "meaning": output_meaning(net)},
         "normalization": norm,
-        "classes": classes(net),
+        "classes": classes(parts),
     }
     if fmt == "onnx":
         from . import onnx_graph
@@ -91,7 +91,14 @@ def export(model, out, format=None):
 
         try:
             data = safetensors_file.to_bytes(
-                net, norm, parts.cost, parts.config, parts.metrics, parts.history
+                net,
+                norm,
+                parts.cost,
+                parts.config,
+                parts.metrics,
+                parts.history,
+                parts.data_source,
+                parts.class_names,
             )
             safetensors_file.parse(data)
         except (ValueError, _Problem) as exc:

@@ -38,6 +38,9 @@ class Parts:
     metrics: dict | None = None
     cost: list = field(default_factory=list)
     history: list = field(default_factory=list)
+    #: The model file's data source and class names (None: MNIST's, for a bare network).
+    data_source: dict | None = None
+    class_names: list | None = None
 
 
 def parts_of(model):
@@ -57,6 +60,8 @@ def parts_of(model):
             model.metrics,
             list(model.cost),
             list(model.history),
+            dict(model.data_source),
+            list(model.class_names),
         )
     if isinstance(model, Sequential):
         return Parts(model, None)
@@ -69,6 +74,8 @@ def parts_of(model):
             getattr(model, "config", None),
             getattr(model, "metrics", None),
             history=list(getattr(model, "history", ()) or ()),
+            data_source=getattr(model, "data_source", None),
+            class_names=getattr(model, "class_names", None),
         )
     raise TypeError(
         "expected a model file path, a ModelFile, a numpycnn.Model or an engine Sequential, "
@@ -90,9 +97,24 @@ def stat_array(value):
     return array.reshape(1, -1, 1, 1) if array.ndim else array
 
 
-def classes(network):
-    """The names of the network's output classes: the digits "0" to "9" for MNIST."""
-    return [str(k) for k in range(network.output_shape[-1])]
+def classes(model):
+    """The names of the output classes of ``Parts`` (those its model file records) or of a
+    bare network ("0" to "N-1", the digits for MNIST)."""
+    if isinstance(model, Parts):
+        if model.class_names is not None:
+            return list(model.class_names)
+        model = model.network
+    return [str(k) for k in range(model.output_shape[-1])]
+
+
+def pixels_text(parts):
+    """What the raw input pixels are, in words, for the model's data."""
+    c = parts.network.input_shape[0]
+    source = (parts.data_source or {}).get("dataset", "mnist")
+    if source == "mnist":
+        return "raw pixel values 0-255, light digit on dark as in MNIST"
+    colour = "RGB planes" if c == 3 else "grey"
+    return f"raw pixel values 0-255 ({colour}, prepared as the {source} data set's images)"
 
 
 def output_function(network, what):

@@ -23,6 +23,7 @@ from .common import (
     output_function,
     output_meaning,
     parts_of,
+    pixels_text,
     require,
     stat_array,
     stat_text,
@@ -122,12 +123,12 @@ def to_onnx(model):
 
     doc = (
         f"numpycnn {__version__} model. Input '{INPUT}': float32 (N, "
-        f"{', '.join(map(str, net.input_shape))}), raw pixel values 0-255, light digit on dark "
-        f"as in MNIST; the first nodes normalise them, (pixels - {stat_text(norm['mean'])}) / "
+        f"{', '.join(map(str, net.input_shape))}), {pixels_text(parts)}; "
+        f"the first nodes normalise them, (pixels - {stat_text(norm['mean'])}) / "
         f"{stat_text(norm['std'])} ({norm['strategy']} normalisation of the training images). "
         "Output "
         f"'{OUTPUT}': (N, {', '.join(map(str, net.output_shape))}), {output_meaning(net)}, "
-        f"classes {', '.join(classes(net))}."
+        f"classes {', '.join(classes(parts))}."
     )
     graph = helper.make_graph(
         nodes,
@@ -151,7 +152,7 @@ def to_onnx(model):
         proto,
         {
             "normalization": json.dumps(norm),
-            "classes": json.dumps(classes(net)),
+            "classes": json.dumps(classes(parts)),
             "layers": json.dumps(net.specs()),
             "loss": net.loss.kind,
             "input_convention": "raw pixels 0-255, light digit on dark, normalised in-graph",
