@@ -228,3 +228,43 @@ def test_every_zoo_network_and_loss(config, mnist):
             weight = [int(rng.integers(n)) for n in layer.params["weight"].shape]
             w = weight_backward(tr, index, "weight", weight, label=4)
             assert w["value"] == pytest.approx(w["engine"], rel=1e-9, abs=1e-15), w
+
+
+@pytest.mark.parametrize(("target", "label"), [(1, None), (None, 2)])
+def test_batch_norm_and_dropout_at_inference_agree_with_central_differences(target, label):
+    """Batch norm with moved running statistics is a scale per channel at inference, and
+    dropout the identity: the units before them agree with central differences too."""
+    specs = [
+        {"type": "conv2d", "filters": 3, "kernel": 3},
+        {"type": "batchnorm2d"},
+        {"type": "relu"},
+        {"type": "flatten"},
+        {"type": "dropout", "p": 0.3},
+        {"type": "dense", "units": 5},
+        {"type": "batchnorm1d"},
+        {"type": "tanh"},
+        {"type": "dense", "units": 3},
+    ]
+    model, x = network(specs, "softmax_cross_entropy", (2, 6, 6), seed=7)
+    rng = np.random.default_rng(2)
+    for layer in model.layers:
+        if layer.kind.startswith("batchnorm"):
+            layer.state["running_mean"][...] = rng.normal(0, 0.5, layer.state["running_mean"].shape)
+            layer.state["running_var"][...] = rng.uniform(0.3, 3, layer.state["running_var"].shape)
+            layer.params["weight"][...] = rng.uniform(0.5, 2, layer.params["weight"].shape)
+    assert not model.training  # central differences through the inference forward pass
+    outputs = trace(model, x).outputs
+    rules = set()
+    for index in range(len(model.layers)):
+        for unit in units_of(outputs[index], rng):
+            r = check_unit(model, x, index, unit, target, label)
+            rules.update(s["rule"] for s in r["steps"])
+    assert {"batchnorm", "dropout"} <= rules
+    tr = trace(model, x)
+    for index in (1, 6):  # gamma and beta of one channel (1d: one feature)
+        for param, where, rule in (("weight", [1, 0], "gamma"), ("bias", [1], "beta")):
+            w = weight_backward(tr, index, param, where, target=target, label=label)
+            expected = numeric_weight(model, x, index, param, where, target, label)
+            assert w["rule"] == f"batchnorm_{rule}" and w["rule"] in EQUATIONS
+            assert w["value"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+            assert w["engine"] == pytest.approx(expected, rel=1e-6, abs=1e-9)

@@ -179,3 +179,35 @@ def test_an_unusable_checkpoint_state_is_a_clear_error(tmp_path, mnist):
     saved.checkpoint["optimizer"] = {**state, "spec": {"name": "rmsprop", "lr": 0.1}}
     with pytest.raises(InspectionError, match="unusable: unknown optimiser 'rmsprop'"):
         trained_optimizer(saved)
+
+
+def test_a_batch_norm_network_learns_with_its_running_statistics_fixed(tmp_path, mnist):
+    """One image gives batch norm no batch statistics (batchnorm1d: one value per feature),
+    so its running statistics stay fixed while the weights learn; the loss falls."""
+    specs = [
+        {"type": "conv2d", "filters": 4, "kernel": 5},
+        {"type": "batchnorm2d"},
+        {"type": "relu"},
+        {"type": "maxpool2d", "size": 2},
+        {"type": "flatten"},
+        {"type": "dropout", "p": 0.5},
+        {"type": "dense", "units": 16},
+        {"type": "batchnorm1d"},
+        {"type": "relu"},
+        {"type": "dense", "units": 10},
+    ]
+    model = Sequential(specs, init="he_normal", seed=1)
+    norm = Normalization.fit("standard", mnist.train_images[:1000])
+    x, y = norm.norm(mnist.train_images[:256]), mnist.train_labels[:256]
+    trainer = Trainer(model, optim.get("adam", lr=0.003), x, y, epochs=1, batch_size=32)
+    assert trainer.run()
+    path = tmp_path / "bn.pkl"
+    save_model(path, model, norm, [1.0], Config().to_dict())
+    saved = load_model(path)
+    learner = Learner(saved)
+    image, label = norm.norm(mnist.test_images[1]), 5
+    before = learner.evaluate(image, label)["loss"]
+    seen, changes = learner.learn(image, label, 0.003, 3)
+    assert np.isfinite(seen).all() and learner.evaluate(image, label)["loss"] < before
+    np.testing.assert_array_equal(learner.model.flat_state, saved.model.flat_state)
+    assert {c["label"] for c in changes} >= {"1-conv2d", "7-dense", "10-dense"}

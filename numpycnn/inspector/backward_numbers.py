@@ -24,6 +24,10 @@ TERMS = 12
 LINEAR = ("conv2d", "dense")
 
 
+#: Layers whose weight and bias are batch norm's per-channel scale and shift.
+BATCHNORM = ("batchnorm2d", "batchnorm1d")
+
+
 def _layer_index(model, index):
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
         raise InspectionError(f"layer must be an integer index, got {index!r}")
@@ -128,6 +132,17 @@ def _step(tr, result, i, unit, labels):
         rule = "softmax"
         details = {"p": float(p[k]), "grad": float(g[k]), "weighted_mean": mean}
         value = p[k] * (g[k] - mean)
+    elif kind in ("batchnorm2d", "batchnorm1d"):  # inference: an affine map per channel
+        c = unit[0]
+        gamma = float(nxt.params["weight"][c, 0])
+        var = float(nxt.state["running_var"][c])
+        scale = gamma / np.sqrt(var + nxt.eps)
+        rule = "batchnorm"
+        details = {"grad": float(g[unit]), "gamma": gamma, "var": var, "eps": nxt.eps}
+        details["scale"] = float(scale)
+        value = g[unit] * scale
+    elif kind == "dropout":  # inference: the identity
+        rule, details, value = "dropout", {"grad": float(g[unit])}, g[unit]
     else:  # a layer this view does not know: say so rather than guess
         raise InspectionError(f"no backward arithmetic for layer kind {kind!r}")
     return {**base, "rule": rule, **details, **_agree(value, engine)}
@@ -248,7 +263,7 @@ def weight_backward(tr, index, param, weight, target=None, label=None):
     index = _layer_index(model, index)
     labels = layer_labels(model)
     layer = model.layers[index]
-    if layer.kind not in LINEAR:
+    if layer.kind not in LINEAR and layer.kind not in BATCHNORM:
         raise InspectionError(f"layer {labels[index]} has no weights")
     if param not in ("weight", "bias"):
         raise InspectionError(f"param must be 'weight' or 'bias', got {param!r:.40}")
@@ -267,6 +282,19 @@ def weight_backward(tr, index, param, weight, target=None, label=None):
         "w": float(layer.params[param][weight if param == "weight" else (weight[0], 0)]),
         "equations": EQUATIONS,
     }
+    if layer.kind in BATCHNORM:  # gamma (weight) and beta (bias) of one channel
+        c = weight[0]
+        std = np.sqrt(float(layer.state["running_var"][c]) + layer.eps)
+        xhat = (x[c] - float(layer.state["running_mean"][c])) / std
+        dy = np.atleast_1d(g[c]).ravel()
+        if param == "weight":
+            terms = np.atleast_1d(xhat).ravel() * dy
+            listed = _listed(
+                terms, lambda n: {"xhat": float(np.ravel(xhat)[n]), "grad": float(dy[n])}
+            )
+            return {**base, "rule": "batchnorm_gamma", **listed, **_agree(listed["sum"], engine)}
+        listed = _listed(dy, lambda n: {"grad": float(dy[n])})
+        return {**base, "rule": "batchnorm_beta", **listed, **_agree(listed["sum"], engine)}
     if layer.kind == "conv2d" and param == "weight":
         f, c, u, v = weight
         s, p = layer.stride, layer.padding

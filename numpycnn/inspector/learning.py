@@ -84,6 +84,7 @@ def _copy_model(model):
         dtype=model.dtype,
     )
     twin.flat_params[...] = model.flat_params
+    twin.flat_state[...] = model.flat_state  # batch norm's running statistics
     return twin
 
 
@@ -116,6 +117,7 @@ class Learner:
     def reset(self):
         """The file's parameters and the optimiser's starting state again."""
         self.model.flat_params[...] = self.original.flat_params
+        self.model.flat_state[...] = self.original.flat_state
         _restore(self.optimizer, self._start)
         self.steps, self._last = 0, None
 
@@ -142,10 +144,24 @@ class Learner:
             for _ in range(steps):
                 self._last = (model.flat_params.copy(), _state_copy(opt))
                 opt.lr = lr
-                loss, _ = model.train_step(x, np.array([label]), opt)
+                loss = self._step(x, np.array([label]), opt)
                 seen.append(loss)
                 self.steps += 1
         return seen, self._changes(before)
+
+    def _step(self, x, labels, opt):
+        """One step of the engine's own. A batch of one image cannot give batch norm batch
+        statistics (one value per feature: zero variance), so a network with batch norm
+        learns with its running statistics fixed, as fine-tuning on tiny batches does (and
+        without dropout, which then is off too): forward, backward, the optimiser's step."""
+        model = self.model
+        if not model.batch_dependent:
+            return model.train_step(x, labels, opt)[0]
+        with model.mode(False):
+            loss, _ = model.loss_on(x, labels)
+            model.backward()
+        opt.step(model.flat_params, model.flat_grads)
+        return loss
 
     def _changes(self, before):
         out = []

@@ -108,6 +108,33 @@ EQUATIONS = {
         "words": "tanh's slope is 1 - tanh², from its own output (not in the three papers).",
         "papers": [],
     },
+    "batchnorm": {
+        "name": "batch norm at inference, a scale per channel",
+        "words": "With the running statistics fixed, batch norm is y = gamma (x - mean) / "
+        "sqrt(var + eps) + beta: the gradient is scaled by gamma / sqrt(var + eps) (not in the "
+        "three papers, which predate it; Ioffe and Szegedy 2015 give the training-time form).",
+        "papers": [],
+    },
+    "batchnorm_gamma": {
+        "name": "batch norm's scale gamma",
+        "words": "gamma multiplies every normalised value x̂ = (x - mean) / sqrt(var + eps) of "
+        "its channel, so its gradient is the sum over the channel's positions of x̂ times the "
+        "output's gradient (not in the three papers).",
+        "papers": [],
+    },
+    "batchnorm_beta": {
+        "name": "batch norm's shift beta",
+        "words": "beta is added at every position of its channel: its gradient is the sum of "
+        "the output's gradients there (not in the three papers).",
+        "papers": [],
+    },
+    "dropout": {
+        "name": "dropout is off at inference",
+        "words": "At inference dropout passes its input unchanged, and so the gradient (in "
+        "training a dropped unit passes none and the others are scaled by 1/(1 - p); not in "
+        "the three papers).",
+        "papers": [],
+    },
     "softmax": {
         "name": "the softmax's Jacobian",
         "words": "Each probability depends on every score: dp_i/dz_j = p_i(δ_ij − p_j), so the "
