@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpycnn import data, parallel
+from numpycnn import data, datasets, parallel
 from numpycnn.allocator import keep_freed_blocks
 from numpycnn.config import load_config
 from numpycnn.training import evaluate, prepare
@@ -34,13 +34,22 @@ SEEDS = (0, 1)
 
 
 def read_mnist(mnist_dir=None):
-    """MNIST from a folder of the four .gz files, or from numpycnn's data directory."""
+    """MNIST as a ``datasets.Dataset``, from a folder of the four .gz files or from
+    numpycnn's data directory."""
     if mnist_dir is None:
-        return data.load_mnist(data.resolve_data_dir(), [])
+        return datasets.load("mnist", data.resolve_data_dir())
     folder = Path(mnist_dir)
     names = (data.TRAIN_IMAGES, data.TRAIN_LABELS, data.TEST_IMAGES, data.TEST_LABELS)
-    arrays = [data.read_idx(folder / name) for name in names]
-    return data.MNIST(arrays[0], arrays[1].astype(np.int64), arrays[2], arrays[3].astype(np.int64))
+    images, labels, test_images, test_labels = [data.read_idx(folder / n) for n in names]
+    return datasets.Dataset(
+        name="mnist",
+        train_images=images[:, None],
+        train_labels=labels.astype(np.int64),
+        test_images=test_images[:, None],
+        test_labels=test_labels.astype(np.int64),
+        class_names=[str(digit) for digit in range(10)],
+        source={"dataset": "mnist"},
+    )
 
 
 def loadavg():
