@@ -6,6 +6,7 @@ import webbrowser
 from pathlib import Path
 
 import click
+import yaml
 
 from numpycnn.data import DataError, load_mnist, resolve_data_dir, resolve_mirrors
 
@@ -18,7 +19,8 @@ def _mnist(saved, data_dir, mirrors):
     downloaded if missing, and only its two files: `eval` may have cached no more. The
     training images (the out-of-distribution cue) are only read from the data directory,
     so that starting the page never waits for a download."""
-    cfg_data = (saved.config or {}).get("data", {})
+    config = getattr(saved, "config", saved)  # a model file, or a run's config dict
+    cfg_data = (config if isinstance(config, dict) else {}).get("data") or {}
     directory = resolve_data_dir(data_dir, cfg_data.get("data_dir"))
     lock, loaded = threading.Lock(), {}
 
@@ -50,7 +52,7 @@ def _mnist(saved, data_dir, mirrors):
 
 
 @click.command("inspect")
-@click.argument("params", default=DEFAULT_MODEL, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("params", default=DEFAULT_MODEL, type=click.Path(path_type=Path))
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -123,21 +125,38 @@ def inspect_command(
             raise click.ClickException(
                 "--save needs matplotlib, which is not installed: pip install 'numpycnn[plot]'"
             ) from None
-    saved = load_model_file(params)
-
     from numpycnn.inspector import Inspector
 
-    test_set, train_set = _mnist(saved, data_dir, mirrors)
-    inspector = Inspector(
-        saved, test_set=test_set, train_set=train_set, threads=threads, name=params.name
-    )
+    view = None
+    if params.is_dir():
+        from numpycnn.inspector.run import RunView
+        from numpycnn.runs import CONFIG, RunFolderError
+
+        try:
+            config = yaml.safe_load((params / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            config = None  # RunView.open says what is wrong with the folder
+        test_set, train_set = _mnist(config, data_dir, mirrors)
+        try:
+            view = RunView.open(
+                params, test_set=test_set, train_set=train_set, threads=threads, name=params.name
+            )
+        except RunFolderError as exc:
+            raise click.ClickException(str(exc)) from None
+        inspector = view.base
+    else:
+        saved = load_model_file(params)
+        test_set, train_set = _mnist(saved, data_dir, mirrors)
+        inspector = Inspector(
+            saved, test_set=test_set, train_set=train_set, threads=threads, name=params.name
+        )
     if save is not None:
         from .inspect_figures import save_figures
 
         for path in save_figures(inspector, save, image=image, target=target):
             click.echo(f"wrote {path}")
         return
-    serve(inspector, host, port, open_browser=not no_browser)
+    serve(inspector, host, port, open_browser=not no_browser, run=view)
 
 
 def _warm(inspector):
@@ -147,12 +166,15 @@ def _warm(inspector):
         click.echo(f"the out-of-distribution cue is unavailable: {exc}", err=True)
 
 
-def serve(inspector, host, port, open_browser=True):
-    """Serve the page until Ctrl-C, which stops the server and exits 0."""
+def serve(inspector, host, port, open_browser=True, run=None):
+    """Serve the page until Ctrl-C, which stops the server and exits 0; ``run``: the
+    ``RunView`` of a run folder."""
     from numpycnn.inspector import make_server
 
     try:
-        server = make_server(inspector, host, port, log=lambda line: click.echo(line, err=True))
+        server = make_server(
+            inspector, host, port, log=lambda line: click.echo(line, err=True), run=run
+        )
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"

@@ -13,8 +13,10 @@ into figures. Bad requests raise ``InspectionError`` (a ``ValueError``) naming t
 at fault. The module never prints.
 """
 
+import copy
 import math
 import threading
+from dataclasses import replace
 
 import numpy as np
 
@@ -104,6 +106,18 @@ class Inspector:
         self.classes = int(self.model.output_shape[0])
         self._test_set, self._threads = test_set, threads
         self._confusion, self._lock = None, threading.Lock()
+
+    def at(self, network, normalization):
+        """This inspector with other parameters (a run's snapshot): ``network`` (an engine
+        ``Sequential`` of the same architecture) and its ``Normalization``. It shares the
+        test set, and judges whether an input looks like a digit (``ood``) by this
+        inspector's model: a property of the input, not of a half-trained network."""
+        other = copy.copy(self)
+        other.saved = replace(self.saved, model=network, normalization=normalization.to_dict())
+        other.model, other.norm = network, normalization
+        other._confusion, other._lock = None, threading.Lock()
+        other.novelty = self.novelty
+        return other
 
     # ----- the model -----
 

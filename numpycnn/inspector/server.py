@@ -118,8 +118,9 @@ class InspectServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never keeps the process alive
     allow_reuse_address = True
 
-    def __init__(self, address, inspector, log=None):
+    def __init__(self, address, inspector, log=None, run=None):
         self.inspector = inspector
+        self.run = run  # a run.RunView when serving a run folder, else None
         self.log = log or (lambda line: None)
         self.page = resources.files(__package__).joinpath(PAGE).read_bytes()
         super().__init__(address, Handler)
@@ -148,9 +149,10 @@ def _is_loopback(host):
         return False
 
 
-def make_server(inspector, host="127.0.0.1", port=0, log=None):
-    """An ``InspectServer`` bound to ``host``:``port`` (0: a free port), not yet serving."""
-    return InspectServer((host, port), inspector, log)
+def make_server(inspector, host="127.0.0.1", port=0, log=None, run=None):
+    """An ``InspectServer`` bound to ``host``:``port`` (0: a free port), not yet serving;
+    ``run``: the ``run.RunView`` of a run folder (``inspector`` is then its ``base``)."""
+    return InspectServer((host, port), inspector, log, run)
 
 
 #: Longest upload name kept for error messages.
@@ -374,13 +376,43 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "'layer' and 'unit' must be integers (unit: a,b,c)") from None
         self._json(self.server.inspector.field(layer, unit))
 
-    def _digit(self, body):
-        return self.server.inspector.digit(**_body_input(body))
+    def run(self, url):
+        view = self.server.run
+        if view is None:
+            raise RequestError(
+                404, f"not a run folder: {self.server.inspector.name} is a model file"
+            )
+        query = parse_qs(url.query)
+        since = None
+        if "since" in query:
+            try:
+                since = int(query["since"][0])
+            except ValueError:
+                message = f"'since' must be a step (an integer), got {query['since'][0]!r:.40}"
+                raise RequestError(400, message) from None
+        self._json(view.state(since))
 
-    def _about(self, body, digit, tr):
+    def snapshots(self, url):
+        view = self.server.run
+        self._json({"snapshots": [] if view is None else view.snapshots()})
+
+    def _snapshot(self, body):
+        """(Inspector, step) the body asks for: its ``"snapshot"`` step, default the run's
+        latest; the model's own inspector and None for a model file."""
+        step = body.get("snapshot")
+        view = self.server.run
+        if view is None:
+            if step is not None:
+                raise RequestError(400, f"no snapshot at step {step!r:.40}: not a run folder")
+            return self.server.inspector, None
+        return view.inspector(step)
+
+    def _digit(self, body, ins=None):
+        return (ins or self.server.inspector).digit(**_body_input(body))
+
+    def _about(self, body, digit, tr, ins, step):
         """What predict and inspect both say of the input: prediction, softmax steps, the
-        true label of a test image and the out-of-distribution cue."""
-        ins = self.server.inspector
+        true label of a test image, the out-of-distribution cue and the snapshot used."""
         predicted = int(np.argmax(tr.logits))
         true_label = ins.test_label(body["test_index"]) if "test_index" in body else None
         return {
@@ -390,21 +422,22 @@ class Handler(BaseHTTPRequestHandler):
             "misclassified": None if true_label is None else predicted != true_label,
             "softmax": ins.softmax(tr),
             "ood": ins.ood(digit),
+            "snapshot": step,
         }
 
     def predict(self, url):
-        ins = self.server.inspector
         body = self._read_json()
-        digit = self._digit(body)
-        self._json({"digit": digit, **self._about(body, digit, ins.trace(digit))})
+        ins, step = self._snapshot(body)
+        digit = self._digit(body, ins)
+        self._json({"digit": digit, **self._about(body, digit, ins.trace(digit), ins, step)})
 
     def inspect(self, url):
-        ins = self.server.inspector
         body = self._read_json()
-        digit = self._digit(body)
+        ins, step = self._snapshot(body)
+        digit = self._digit(body, ins)
         target, label = _optional_int(body, "class"), _optional_int(body, "label")
         tr = ins.trace(digit)
-        about = self._about(body, digit, tr)
+        about = self._about(body, digit, tr, ins, step)
         self._json(
             {
                 "digit": digit,
@@ -419,12 +452,12 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def unit(self, url):
-        ins = self.server.inspector
         body = self._read_json()
-        digit = self._digit(body)
+        ins, step = self._snapshot(body)
+        digit = self._digit(body, ins)
         if "layer" not in body or "unit" not in body:
             raise RequestError(400, "give 'layer' (an index from 0) and 'unit' (a list)")
-        self._json(ins.unit(ins.trace(digit), body["layer"], body["unit"]))
+        self._json({**ins.unit(ins.trace(digit), body["layer"], body["unit"]), "snapshot": step})
 
     GET = {
         "/": page,
@@ -435,5 +468,7 @@ class Handler(BaseHTTPRequestHandler):
         "/api/confusion": confusion,
         "/api/confusion/cell": confusion_cell,
         "/api/field": field,
+        "/api/run": run,
+        "/api/snapshots": snapshots,
     }
     POST = {"/api/predict": predict, "/api/inspect": inspect, "/api/unit": unit}

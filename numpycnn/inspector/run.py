@@ -1,0 +1,186 @@
+"""A run folder behind the inspector: its state as it trains, its snapshots, and an
+``Inspector`` for any of them.
+
+``RunView.open(folder, ...)`` loads the run's latest snapshot (or ``last.pkl`` for a run
+of an earlier version, which has none) as the base ``Inspector``; ``inspector(step)``
+answers with a snapshot's parameters, loaded once and kept in a small LRU cache. Only the
+folder is read: the model file ``numpycnn train`` saves is never touched. A folder that
+disappears while served, or a training killed mid-run, never raises from ``state`` or
+``snapshots``: they answer with what was last known and say what happened.
+"""
+
+import threading
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+
+from .. import runlog, runs
+from ..modelfile import ModelFile, ModelFileError, load_model
+from .compute import InspectionError, Inspector
+
+__all__ = ["CACHE", "RunView"]
+
+#: Snapshots whose parameters (as Inspectors) are kept loaded at once.
+CACHE = 8
+#: The states a page shows as running, finished or failed.
+FAILED = ("failed", "crashed")
+
+
+class RunView:
+    """A run folder being inspected: ``base`` (an Inspector of the latest snapshot, or of
+    last.pkl), ``state(since)``, ``snapshots()`` and ``inspector(step)``."""
+
+    def __init__(self, folder, base, base_step):
+        self.folder, self.base, self.base_step = Path(folder), base, base_step
+        self._cache = OrderedDict()  # step -> Inspector, most recently used last
+        self._lock = threading.Lock()
+        self._known = []  # the last snapshot list read
+        self._last = None  # the last state read
+        if base_step is not None:
+            self._cache[base_step] = base
+
+    @classmethod
+    def open(cls, folder, **inspector_args):
+        """The run in ``folder``; RunFolderError (one line, naming the folder) if it is not
+        a run folder or has neither snapshots nor last.pkl yet. ``inspector_args`` go to
+        every ``Inspector`` (test_set, train_set, threads, name)."""
+        folder = runs.RunFolder.open(folder).path
+        snaps = runlog.list_snapshots(folder)
+        last = folder / runs.LAST
+        saved = None
+        if last.is_file():
+            try:
+                saved = load_model(last)
+            except ModelFileError:
+                if not snaps:
+                    raise
+        if not snaps:
+            if saved is None:
+                raise runs.RunFolderError(
+                    f"{folder}: no snapshot and no {runs.LAST} yet (has the run started?)"
+                )
+            return cls(folder, Inspector(saved, **inspector_args), None)
+        step = snaps[-1].step
+        model = runlog.load_snapshot(folder, step)
+        norm = model.normalization.to_dict()
+        if saved is None:
+            run = runlog.read_run(folder)
+            saved = ModelFile(
+                model=model.network,
+                normalization=norm,
+                cost=[c for c in run["per_batch"]["loss"] if c is not None],
+                config=model.config,
+                metrics=None,
+                checkpoint=None,
+                metadata={"format": "run snapshot"},
+                history=_epochs(run["per_epoch"]),
+            )
+        else:
+            saved = replace(saved, model=model.network, normalization=norm, config=model.config)
+        view = cls(folder, Inspector(saved, **inspector_args), step)
+        view._known = snaps
+        return view
+
+    # ----- the run as it goes -----
+
+    def state(self, since=None):
+        """``runlog.read_run`` with ``running``, ``finished`` and ``failed`` booleans; when
+        the folder can no longer be read, the last state read (per-batch rows after
+        ``since``) with state "gone" and the reason in ``error``."""
+        try:
+            run = runlog.read_run(self.folder)
+            self._last = run
+        except (runs.RunFolderError, OSError) as exc:
+            run = dict(self._last or _empty(self.folder))
+            run.update(state="gone", error=f"{exc}".strip() or f"{self.folder}: gone")
+            if not self.folder.is_dir():
+                run["error"] = f"{self.folder}: the run folder is gone"
+        if since is not None:
+            rows = run["per_batch"]
+            keep = [i for i, s in enumerate(rows.get("step", [])) if s is not None and s > since]
+            run = {**run, "per_batch": {k: [v[i] for i in keep] for k, v in rows.items()}}
+        state = run["state"]
+        return {
+            **run,
+            "running": state == "running",
+            "finished": state == "finished",
+            "failed": state in FAILED,
+            "epoch": (run["step"] // run["steps_per_epoch"])
+            if run.get("step") is not None and run.get("steps_per_epoch")
+            else None,
+        }
+
+    def snapshots(self):
+        """The snapshots by step: [{"step", "epoch", "time"}]. When the folder is gone,
+        the ones whose parameters are still loaded here."""
+        snaps = runlog.list_snapshots(self.folder)
+        if snaps:
+            self._known = snaps
+            return [_snapshot(s) for s in snaps]
+        if self.folder.is_dir():
+            return []
+        with self._lock:
+            steps = set(self._cache)
+        return [_snapshot(s) for s in self._known if s.step in steps]
+
+    def latest(self):
+        """The step of the latest snapshot available, or None (the base is last.pkl)."""
+        steps = [s["step"] for s in self.snapshots()]
+        return max(steps) if steps else self.base_step
+
+    def inspector(self, step=None):
+        """(Inspector, step) for the snapshot at ``step`` (None: the latest one); the base
+        and None for a run without snapshots. InspectionError naming an unknown step."""
+        if step is None:
+            step = self.latest()
+            if step is None:
+                return self.base, None
+        elif isinstance(step, bool) or not isinstance(step, int):
+            raise InspectionError(f"'snapshot' must be a step (an integer), got {step!r:.40}")
+        with self._lock:
+            if step in self._cache:
+                self._cache.move_to_end(step)
+                return self._cache[step], step
+        known = [s["step"] for s in self.snapshots()]
+        if step not in known:
+            have = f"steps {known[0]} to {known[-1]}" if known else "none"
+            raise InspectionError(f"no snapshot at step {step} (this run has {have})")
+        try:
+            model = runlog.load_snapshot(self.folder, step)
+        except runs.RunFolderError as exc:
+            raise InspectionError(str(exc)) from None
+        ins = self.base.at(model.network, model.normalization)
+        with self._lock:
+            self._cache[step] = ins
+            self._cache.move_to_end(step)
+            while len(self._cache) > CACHE:
+                self._cache.popitem(last=False)
+        return ins, step
+
+
+def _snapshot(s):
+    return {"step": s.step, "epoch": s.epoch, "time": s.time}
+
+
+def _epochs(columns):
+    """results.csv's columns as one dict per epoch (as a model file's history)."""
+    keys = list(columns)
+    n = len(columns[keys[0]]) if keys else 0
+    return [{k: columns[k][i] for k in keys} for i in range(n)]
+
+
+def _empty(folder):
+    return {
+        "name": Path(folder).name,
+        "state": "unknown",
+        "error": None,
+        "step": None,
+        "total_steps": None,
+        "steps_per_epoch": None,
+        "epochs": None,
+        "snapshots_dropped": 0,
+        "pid": None,
+        "updated": None,
+        "per_batch": {k: [] for k in runlog.STEPS_COLUMNS},
+        "per_epoch": {k: [] for k in runs.RESULTS_COLUMNS},
+    }
