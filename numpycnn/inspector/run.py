@@ -9,6 +9,7 @@ disappears while served, or a training killed mid-run, never raises from ``state
 ``snapshots``: they answer with what was last known and say what happened.
 """
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import replace
@@ -36,6 +37,7 @@ class RunView:
         self._lock = threading.Lock()
         self._known = []  # the last snapshot list read
         self._last = None  # the last state read
+        self._stamp, self._listed = None, []  # list_snapshots, and its folder's mtime
         if base_step is not None:
             self._cache[base_step] = base
 
@@ -113,7 +115,7 @@ class RunView:
     def snapshots(self):
         """The snapshots by step: [{"step", "epoch", "time"}]. When the folder is gone,
         the ones whose parameters are still loaded here."""
-        snaps = runlog.list_snapshots(self.folder)
+        snaps = self._list()
         if snaps:
             self._known = snaps
             return [_snapshot(s) for s in snaps]
@@ -122,6 +124,23 @@ class RunView:
         with self._lock:
             steps = set(self._cache)
         return [_snapshot(s) for s in self._known if s.step in steps]
+
+    def _list(self):
+        """``runlog.list_snapshots``, read again only when the snapshots folder changed (its
+        mtime or its names; a snapshot lands by a rename): the page asks for the latest on
+        every stroke, and opening 44 files each time is wasted."""
+        here = self.folder / runlog.SNAPSHOTS
+        try:
+            stamp = (here.stat().st_mtime_ns, tuple(sorted(os.listdir(here))))
+        except OSError:
+            return []
+        with self._lock:
+            if self._stamp == stamp:
+                return self._listed
+        snaps = runlog.list_snapshots(self.folder)
+        with self._lock:
+            self._stamp, self._listed = stamp, snaps
+        return snaps
 
     def latest(self):
         """The step of the latest snapshot available, or None (the base is last.pkl)."""
