@@ -98,8 +98,9 @@ def inspect_command(
 ):
     """See inside a trained network: a local page to draw a digit and watch every layer.
 
-    PARAMS is a model file from `numpycnn train` (default default.pkl) or a 2018
-    reference pickle. The page shows the 28x28 input the network sees and its class
+    PARAMS is a model file from `numpycnn train` (default default.pkl), a 2018
+    reference pickle, or a run folder (runs/NAME, running or finished: its latest
+    snapshot, and every snapshot of the run over the API). The page shows the 28x28 input the network sees and its class
     probabilities as you draw; every layer's activations; any unit's arithmetic (click
     it); the backward pass for the image (saliency map, the gradient reaching each layer,
     the filters' weight gradients); the learned filters; the test set's confusion matrix
@@ -113,6 +114,7 @@ def inspect_command(
     Examples:
       numpycnn inspect default.pkl
       numpycnn inspect default.pkl --image seven.png --save figures/
+      numpycnn inspect runs/default
     """
     if image is not None and save is None:
         raise click.UsageError("--image is used with --save DIR (the page has its own input)")

@@ -38,6 +38,14 @@ endian, which the page reads straight into typed arrays):
   carry their ``geometry`` (window kernel, stride, padding; elementwise; flatten ``from``
   shape; dense) for the page to walk regions itself.
 - ``GET /api/filters``, ``GET /api/history``.
+- ``GET /api/run[?since=STEP]``, for a run folder (``run.RunView``): ``runlog.read_run``'s
+  state with ``running``, ``finished`` and ``failed`` (failed or crashed) and ``epoch``
+  (epochs done); ``since``: only the per-batch rows after that step. For a model file: 404,
+  "not a run folder". A deleted folder answers its last state with state "gone".
+- ``GET /api/snapshots`` -> ``{"snapshots": [{"step", "epoch", "time"}]}`` ([] for a model
+  file). ``predict``, ``inspect`` and ``unit`` take an optional ``"snapshot": STEP`` (default
+  the latest) and answer with that snapshot's parameters, saying which ``snapshot`` they
+  used (null for a model file); an unknown step is a 400 naming it.
 - ``GET /api/confusion``: the test set's confusion matrix (computed once, cached).
 - ``GET /api/confusion/cell?true=T&predicted=P``: that cell's images, most confident first.
 
