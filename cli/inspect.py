@@ -98,13 +98,13 @@ def inspect_command(
 ):
     """See inside a trained network: a local page to draw a digit and watch every layer.
 
-    PARAMS is a model file from `numpycnn train` (default default.pkl), a 2018
-    reference pickle, or a run folder (runs/NAME, running or finished: its latest
-    snapshot, and every snapshot of the run over the API). The page shows the 28x28
-    input the network sees and its class probabilities as you draw; every layer's
-    activations; any unit's arithmetic (click it); the backward pass for the image
-    (saliency map, the gradient reaching each layer, the filters' weight gradients); the learned filters; the test set's confusion matrix
-    with its images; and the training history. All numbers come from the engine that
+    PARAMS is a model file from `numpycnn train` (default default.pkl), a 2018 reference
+    pickle, or a run folder (runs/NAME, running or finished: its latest snapshot, and every
+    snapshot of the run over the API). The page shows the 28x28 input the network sees and
+    its class probabilities as you draw; every layer's activations; any unit's arithmetic
+    (click it); the backward pass for the image (saliency map, the gradient reaching each
+    layer, the filters' weight gradients); the learned filters; the test set's confusion
+    matrix with its images; and the training history. All numbers come from the engine that
     trained the model.
 
     The server listens on 127.0.0.1 and serves only its own page; Ctrl-C stops it. The
