@@ -7,7 +7,7 @@ import click
 import numpy as np
 
 from numpycnn.data import Normalization
-from numpycnn.imageprep import ImageError, load_digit
+from numpycnn.imageprep import ImageError, list_images, load_digit
 from numpycnn.parallel import predict_proba
 
 from .options import (
@@ -19,28 +19,14 @@ from .options import (
 )
 
 
-def _skip_reason(path):
-    """Why a directory entry is not read as an image, or None for a regular (or linked)
-    file: hidden entries, folders (not searched), broken links and special files."""
-    folder = path.is_dir()
-    if path.name.startswith("."):
-        return "a hidden folder" if folder else "a hidden file"
-    if folder:
-        return "a folder (folders in a folder are not searched)"
-    if path.is_symlink() and not path.exists():
-        return f"a broken link (to {path.readlink()})"
-    if not path.is_file():
-        return "not a regular file"
-    return None
-
-
 def _digits(images):
     """(paths, digits) of the named files and of every file in the named directories.
 
     A named file that is not a digit image is an error; an entry of a directory that is
-    not one is skipped with a warning on stderr, one line each (a folder often holds notes
-    or thumbnails too). Directories are read in sorted order, not recursively; their
-    subfolders, hidden entries, broken links and special files are reported and skipped.
+    not one is skipped with a warning on stderr, one line each, in the directory's sorted
+    order (a folder often holds notes or thumbnails too). Directories are read as
+    ``imageprep.list_images`` lists them: not recursively, their subfolders, hidden
+    entries, broken links and special files reported and skipped.
     """
     paths, digits = [], []
     for path in images:
@@ -48,12 +34,13 @@ def _digits(images):
             paths.append(path)
             digits.append(load_digit(path))
             continue
+        listed, skipped = list_images(path)
+        reasons = dict(skipped)
         kept = 0
-        for member in sorted(path.iterdir()):
-            reason = _skip_reason(member)
-            if reason is not None:
+        for member in sorted([*listed, *reasons]):
+            if member in reasons:
                 shown = f"{member}/" if member.is_dir() else str(member)
-                click.echo(f"Warning: skipped {shown}: {reason}", err=True)
+                click.echo(f"Warning: skipped {shown}: {reasons[member]}", err=True)
                 continue
             try:
                 digits.append(load_digit(member))

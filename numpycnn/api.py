@@ -32,7 +32,13 @@ from .data import (
 )
 from .engine import Sequential
 from .imageprep import load_digit
-from .modelfile import ModelFileError, load_model, save_model
+from .modelfile import (
+    MNIST_SOURCE,
+    ModelFileError,
+    default_class_names,
+    load_model,
+    save_model,
+)
 from .training import EpochStats, Trainer, evaluate, prepare
 
 #: The run folder's name, and the model file's (NAME.pkl), when nothing names the run.
@@ -375,8 +381,20 @@ class Model:
     normalisation of its training images. ``load`` makes one from a model file;
     ``history`` is its per-epoch figures as plain dicts (``EpochStats`` fields)."""
 
-    def __init__(self, network, normalization, history=(), metrics=None, config=None):
+    def __init__(
+        self,
+        network,
+        normalization,
+        history=(),
+        metrics=None,
+        config=None,
+        class_names=None,
+        data_source=None,
+    ):
         self.network = network
+        outputs = int(network.output_shape[-1])
+        self.class_names = list(class_names or default_class_names(outputs))
+        self.data_source = dict(data_source or MNIST_SOURCE)
         self.normalization = normalization
         self.history = [asdict(h) if isinstance(h, EpochStats) else dict(h) for h in history]
         self.metrics, self.config = metrics, config
@@ -422,4 +440,6 @@ def load(path):
         history=saved.history,
         metrics=saved.metrics,
         config=saved.config,
+        class_names=saved.class_names,
+        data_source=saved.data_source,
     )

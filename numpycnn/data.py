@@ -229,8 +229,9 @@ def _verify(path, name):
         raise DataError("decoded content fails the SHA-256 check")
 
 
-def _fetch_from(mirror, name, target, session, timeout, retries, progress):
-    """Download name from one mirror into a temporary file, verify it, rename it to target."""
+def _fetch_from(mirror, name, target, verify, session, timeout, retries, progress):
+    """Download name from one mirror into a temporary file, check it with ``verify``, rename
+    it to target."""
     # Not tempfile.mkstemp: its files are private (0600); this one honours the umask.
     tmp = target.with_name(f".{name}.{secrets.token_hex(6)}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -243,35 +244,79 @@ def _fetch_from(mirror, name, target, session, timeout, retries, progress):
                 _copy_local(directory, name, out, progress)
             out.flush()
             os.fsync(out.fileno())
-        _verify(tmp, name)
+        verify(tmp, name)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _is_verified(path, name):
+def _is_verified(path, name, verify):
     """Whether a cached file exists and passes verification."""
     if not path.is_file():
         return False
     try:
-        _verify(path, name)
-    except DataError:
+        verify(path, name)
+    except (DataError, OSError):
         return False
     return True
 
 
-def _fetch_first(mirrors, name, target, **transfer):
-    """Fetch name into target from the first mirror that serves it verified; that mirror."""
-    failures = []
+def fetch_files(
+    cache,
+    names,
+    mirrors,
+    verify,
+    label=None,
+    progress=None,
+    timeout=(10, 60),
+    retries=3,
+    backoff=0.5,
+):
+    """Ensure the files ``names`` are in folder ``cache``, each checked by ``verify``; their
+    paths by name. The one downloader of MNIST and of the other sources (``datasets``).
+
+    ``verify(path, name)`` raises DataError (the reason, without the path) unless the file
+    at ``path`` is the genuine ``name``. A cached file that verifies is used as is, without
+    any network request; one that does not is fetched again. Each file streams into a
+    temporary name beside its cache entry, is verified, and only then renamed into place.
+    Mirrors (URL prefixes, file:// URLs or directories) are tried in order, and the one
+    that served a file is tried first for the next. ``label`` (e.g. "fashion-mnist") names
+    the data set in errors, for file names several sets share. ``progress(desc=...,
+    total=...)`` makes a tqdm-like bar per transfer. ``timeout`` is (connect, read)
+    seconds; ``retries`` and ``backoff`` (seconds, doubling) apply to connection errors and
+    5xx/429 answers. Raises DownloadError when every mirror fails for a file.
+    """
+    mirrors = list(mirrors)
+    if not mirrors:
+        raise DataError(f"{label}: no mirrors configured" if label else "no mirrors configured")
     for mirror in mirrors:
-        try:
-            _fetch_from(mirror, name, target, **transfer)
-        except DataError as exc:
-            failures.append(f"{mirror} ({exc})")
-        else:
-            return mirror
-    raise DownloadError(f"could not fetch {name} from any mirror: " + "; ".join(failures))
+        _local_dir(mirror)  # reject unsupported schemes before any transfer
+    cache = Path(cache)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{cache}: cannot create the data folder ({exc.strerror})") from None
+    what = "" if label is None else f"{label} file "
+    paths = {name: cache / name for name in names}
+    with _session(retries, backoff) as session:
+        for name, target in paths.items():
+            if _is_verified(target, name, verify):
+                continue
+            failures = []
+            for mirror in mirrors:
+                try:
+                    _fetch_from(mirror, name, target, verify, session, timeout, retries, progress)
+                except DataError as exc:
+                    failures.append(f"{mirror} ({exc})")
+                else:
+                    mirrors = [mirror] + [m for m in mirrors if m != mirror]
+                    break
+            else:
+                raise DownloadError(
+                    f"could not fetch {what}{name} from any mirror: " + "; ".join(failures)
+                )
+    return paths
 
 
 def fetch_mnist(
@@ -286,43 +331,30 @@ def fetch_mnist(
     """Ensure the verified MNIST ``files`` (default: all four) are in <data_dir>/mnist/;
     their paths by name.
 
-    A cached file that verifies is used as is, without any network request; one that fails
-    verification is fetched again. Mirrors (URL prefixes, file:// URLs or directories;
-    DEFAULT_MIRRORS if None) are tried in order, and the one that served a file is tried
-    first for the next. ``progress(desc=..., total=...)`` makes a tqdm-like bar per transfer.
-    ``timeout`` is (connect, read) seconds; ``retries`` and ``backoff`` (seconds, doubling)
-    apply to connection errors and 5xx/429 answers. Raises DownloadError when every mirror
-    fails for a file.
+    Each file is checked against the SHA-256 of its decoded payload (``fetch_files`` does
+    the rest). Mirrors: DEFAULT_MIRRORS if None. ``progress``, ``timeout``, ``retries`` and
+    ``backoff`` are as in ``fetch_files``. Raises DownloadError when every mirror fails
+    for a file.
     """
     mirrors = list(DEFAULT_MIRRORS if mirrors is None else mirrors)
     if not mirrors:
         raise DataError("no MNIST mirrors configured")
-    for mirror in mirrors:
-        _local_dir(mirror)  # reject unsupported schemes before any transfer
-    cache = Path(data_dir) / "mnist"
-    cache.mkdir(parents=True, exist_ok=True)
     unknown = [name for name in files if name not in MNIST_FILES]
     if unknown:
         raise ValueError(f"not an MNIST file: {unknown[0]!r} (known: {', '.join(MNIST_FILES)})")
-    paths = {name: cache / name for name in files}
-    with _session(retries, backoff) as session:
-        for name, target in paths.items():
-            if _is_verified(target, name):
-                continue
-            good = _fetch_first(
-                mirrors,
-                name,
-                target,
-                session=session,
-                timeout=timeout,
-                retries=retries,
-                progress=progress,
-            )
-            mirrors = [good] + [m for m in mirrors if m != good]
-    return paths
+    return fetch_files(
+        Path(data_dir) / "mnist",
+        files,
+        mirrors,
+        _verify,
+        progress=progress,
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+    )
 
 
-def _idx_bytes(path):
+def idx_bytes(path):
     """The raw IDX bytes of path, gunzipped if its name ends in .gz."""
     try:
         data = path.read_bytes()
@@ -343,10 +375,10 @@ def read_idx(path):
     types); DataError names the file and what is wrong with it.
     """
     path = Path(path)
-    return _parse_idx(_idx_bytes(path), path)
+    return parse_idx(idx_bytes(path), path)
 
 
-def _parse_idx(data, path):
+def parse_idx(data, path):
     """The array in raw IDX bytes ``data``, with the header validated; errors name ``path``."""
     if len(data) < 4:
         raise DataError(f"{path}: {len(data)} bytes, too short for an IDX header")
@@ -392,7 +424,7 @@ def _intact_payload(path, name):
     if not path.is_file():
         return None
     try:
-        data = _idx_bytes(path)
+        data = idx_bytes(path)
     except DataError:
         return None
     return data if hashlib.sha256(data).hexdigest() == MNIST_FILES[name] else None
@@ -415,8 +447,8 @@ def load_mnist(data_dir, mirrors=None, progress=None, sets=("train", "test")):
     missing = [name for name, data in payloads.items() if data is None]
     if missing:
         paths = fetch_mnist(data_dir, mirrors, progress, files=missing)
-        payloads.update({name: _idx_bytes(paths[name]) for name in missing})
-    arrays = {name: _parse_idx(data, cache / name) for name, data in payloads.items()}
+        payloads.update({name: idx_bytes(paths[name]) for name in missing})
+    arrays = {name: parse_idx(data, cache / name) for name, data in payloads.items()}
 
     def array(name, labels=False):
         if name not in arrays:

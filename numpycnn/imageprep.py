@@ -47,10 +47,12 @@ is decoded: a small file can declare a huge image (a decompression bomb).
 The library never prints; every failure is an ``ImageError`` naming the file and reason.
 """
 
+import contextlib
 import io
 import os
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -62,8 +64,11 @@ __all__ = [
     "MAX_PIXELS",
     "SIZE",
     "ImageError",
+    "check_image",
     "decode_digit",
+    "list_images",
     "load_digit",
+    "open_image",
     "prepare_digit",
 ]
 
@@ -140,21 +145,23 @@ def _open(source):
         return Image.open(source)
 
 
-def _load(source, name):
+@contextlib.contextmanager
+def open_image(source, name, max_pixels=None):
+    """The PIL image in ``source`` (a path or a binary file), open for a ``with`` block.
+
+    Whatever fails in the block, opening or decoding, becomes an ``ImageError`` naming
+    ``name`` with the reason: file not found, a directory, permission denied, not an image,
+    too large (Pillow's own bomb limit), corrupted or truncated. An ``ImageError`` raised
+    in the block passes as it is. ``max_pixels`` (default ``MAX_PIXELS``) is the caller's
+    limit, for the message; images above it are the caller's to refuse before decoding
+    (``check_image``).
+    """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     try:
         with _open(source) as image:
-            if image.format not in FORMATS:
-                raise ImageError(
-                    f"{name}: unsupported image format {image.format} "
-                    f"(use {', '.join(FORMATS[:-1])} or {FORMATS[-1]})"
-                )
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(
-                    f"{name}: image too large ({image.width}x{image.height} pixels; "
-                    f"the limit is {MAX_PIXELS:,})"
-                )
-            image.load()  # decode now: truncated or corrupted data fails here, not later
-            return _prepare(image, name)
+            yield image
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{name}: file not found") from None
     except IsADirectoryError:
@@ -167,12 +174,71 @@ def _load(source, name):
         # Pillow refuses outright above twice its own limit, before we see the size.
         raise ImageError(
             f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
-            f"the limit is {MAX_PIXELS:,})"
+            f"the limit is {max_pixels:,})"
         ) from None
-    except (OSError, SyntaxError, EOFError) as exc:
+    except (OSError, SyntaxError, EOFError, ValueError) as exc:
         # Pillow reports damaged data as OSError ("image file is truncated"), SyntaxError
-        # ("broken PNG file") or EOFError, depending on the format and where it breaks.
+        # ("broken PNG file") or EOFError, depending on the format and where it breaks;
+        # ValueError comes from modes that have no conversion.
         raise ImageError(f"{name}: corrupted or truncated image ({exc})") from None
+
+
+def check_image(image, name, formats=FORMATS, max_pixels=None):
+    """Raise ``ImageError`` naming ``name`` unless the open (not yet decoded) ``image`` is in
+    one of ``formats`` and has at most ``max_pixels`` (default ``MAX_PIXELS``) pixels, both
+    read from its header."""
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    if image.format not in formats:
+        raise ImageError(
+            f"{name}: unsupported image format {image.format} "
+            f"(use {', '.join(formats[:-1])} or {formats[-1]})"
+        )
+    if image.width * image.height > max_pixels:
+        raise ImageError(
+            f"{name}: image too large ({image.width}x{image.height} pixels; "
+            f"the limit is {max_pixels:,})"
+        )
+
+
+def _load(source, name):
+    with open_image(source, name) as image:
+        check_image(image, name)
+        image.load()  # decode now: truncated or corrupted data fails here, not later
+        return _prepare(image, name)
+
+
+def list_images(directory):
+    """(paths, skipped): the entries of ``directory`` to read as images, and the others as
+    (path, reason) pairs, both in sorted order; not recursive.
+
+    Regular files, and links to them, are listed whatever their name (``load_digit`` tells
+    images by content). Skipped, with the reason: hidden entries (a leading dot), folders
+    and links to folders (not searched), broken links and special files (a FIFO would
+    block a reader). Raises OSError when the directory cannot be listed.
+    """
+    paths, skipped = [], []
+    for path in sorted(Path(directory).iterdir()):
+        reason = _skip_reason(path)
+        if reason is None:
+            paths.append(path)
+        else:
+            skipped.append((path, reason))
+    return paths, skipped
+
+
+def _skip_reason(path):
+    """Why a directory entry is not read as an image, or None for a regular (or linked)
+    file."""
+    folder = path.is_dir()
+    if path.name.startswith("."):
+        return "a hidden folder" if folder else "a hidden file"
+    if folder:
+        return "a folder (folders in a folder are not searched)"
+    if path.is_symlink() and not path.exists():
+        return f"a broken link (to {path.readlink()})"
+    if not path.is_file():
+        return "not a regular file"
+    return None
 
 
 def prepare_digit(image):

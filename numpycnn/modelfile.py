@@ -32,6 +32,9 @@ PROTOCOL = 5
 #: The reference's pickle: its training statistics, truncated to integers (SPEC.md).
 REFERENCE_NORMALIZATION = {"strategy": "reference", "mean": 33.0, "std": 78.0}
 LEGACY_FORMAT = "escontrela-2018"
+#: What a file that names no data source was trained on (every file before 0.x: MNIST).
+MNIST_SOURCE = {"dataset": "mnist"}
+DIGITS = tuple(str(k) for k in range(10))
 #: Bytes of parameters any file may describe before they must fit in the file itself (so
 #: that a wrong parameter shape is reported as such, not as a too-large network).
 SMALL_NETWORK = 64 * 2**20
@@ -75,6 +78,15 @@ class ModelFile:
     checkpoint: dict | None
     metadata: dict
     history: list = field(default_factory=list)
+    #: Where the training images came from (``datasets.Dataset.source``, which
+    #: ``datasets.load`` takes back), and the name of each output class.
+    data_source: dict = field(default_factory=lambda: dict(MNIST_SOURCE))
+    class_names: list = field(default_factory=lambda: list(DIGITS))
+
+
+def default_class_names(count):
+    """Class names for a file that records none: the digits for MNIST's ten classes."""
+    return [str(k) for k in range(count)]
 
 
 def _unpickle(data):
@@ -182,6 +194,45 @@ def _history(value):
     return [dict(e) for e in value]
 
 
+def _plain(value, depth=0):
+    """Whether ``value`` is plain JSON-like data (str, number, bool, None, lists, dicts with
+    string keys), as a data source description must be."""
+    if depth > 8:
+        return False
+    if value is None or isinstance(value, (str, bool)) or _real(value):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _data(value, model):
+    """The stored ``data`` entry as (source dict, class names), checked against the network:
+    one name per class score. A file without it was trained on MNIST."""
+    outputs = int(model.output_shape[-1])
+    if value is None:
+        return dict(MNIST_SOURCE), default_class_names(outputs)
+    if not isinstance(value, dict):
+        raise _Problem(f"data must be a dict {{source, class_names}}, got {_show(value)}")
+    source = value.get("source", MNIST_SOURCE)
+    if not isinstance(source, dict) or not isinstance(source.get("dataset"), str):
+        raise _Problem(f"data.source must be a dict with a 'dataset' name, got {_show(source)}")
+    if not _plain(source):
+        raise _Problem(f"data.source must be plain data, got {_show(source)}")
+    names = value.get("class_names")
+    if names is None:
+        names = default_class_names(outputs)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise _Problem(f"data.class_names must be a list of strings, got {_show(names)}")
+    if len(names) != outputs:
+        raise _Problem(
+            f"data.class_names has {len(names)} names but the network gives {outputs} class scores"
+        )
+    return dict(source), list(names)
+
+
 def _optional_dict(key, value):
     value = value.to_dict() if hasattr(value, "to_dict") else value
     if value is not None and not isinstance(value, dict):
@@ -238,8 +289,10 @@ def _model(stored, size):
 def _model_file(stored, size):
     """A ModelFile from a stored dict (this format's or a converted legacy one) read from a
     file of ``size`` bytes."""
+    model = _model(stored, size)
+    data_source, class_names = _data(stored.get("data"), model)
     return ModelFile(
-        model=_model(stored, size),
+        model=model,
         normalization=_normalization(stored["normalization"]),
         cost=_cost(stored["cost"]),
         config=_optional_dict("config", stored["config"]),
@@ -247,6 +300,8 @@ def _model_file(stored, size):
         checkpoint=_optional_dict("checkpoint", stored.get("checkpoint")),
         metadata={key: stored[key] for key in METADATA},
         history=_history(stored.get("history")),
+        data_source=data_source,
+        class_names=class_names,
     )
 
 
@@ -293,12 +348,16 @@ def save_model(
     metrics=None,
     checkpoint=None,
     history=None,
+    data_source=None,
+    class_names=None,
 ):
     """Write ``model`` and its companions to ``path`` atomically.
 
     ``normalization`` and ``config`` may be dicts or objects with ``to_dict()``. The pickle is
     read back with the loader's checks before it is written, so a file that could not be
-    loaded (say, a checkpoint holding an arbitrary object) is never written. A ``.safetensors``
+    loaded (say, a checkpoint holding an arbitrary object) is never written. ``data_source``
+    and ``class_names`` say what the network was trained on (default: MNIST's digits). A
+    ``.safetensors``
     path gets a safetensors file (``export.safetensors_file``), which holds no checkpoint.
     """
     name = os.fspath(path)
@@ -310,7 +369,9 @@ def save_model(
             )
         from .export import safetensors_file
 
-        return safetensors_file.save(name, model, normalization, cost, config, metrics, history)
+        return safetensors_file.save(
+            name, model, normalization, cost, config, metrics, history, data_source, class_names
+        )
     try:
         stored = {
             "format": FORMAT,
@@ -330,6 +391,10 @@ def save_model(
             stored["checkpoint"] = _optional_dict("checkpoint", checkpoint)
         if history:
             stored["history"] = _history(history)
+        if data_source is not None or class_names is not None:
+            stored["data"] = {"source": data_source or dict(MNIST_SOURCE)}
+            if class_names is not None:
+                stored["data"]["class_names"] = list(class_names)
         data = pickle.dumps(stored, protocol=PROTOCOL)
         _parse(data)
     except _Problem as exc:

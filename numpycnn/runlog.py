@@ -44,7 +44,7 @@ import numpy as np
 import yaml
 
 from . import runs
-from .shm import start_time
+from .procinfo import alive, start_time
 
 STEPS = "steps.csv"
 STATUS = "status.json"
@@ -359,29 +359,6 @@ class Snapshot(NamedTuple):
     path: Path
 
 
-def _alive(pid, start):
-    """Whether process ``pid`` is running and is the one that started at ``start`` (clock
-    ticks after boot; None: not known), not a zombie or a later process with its pid."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        if Path("/proc/self/stat").exists():  # /proc knows every process: this one is gone
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # someone else's process
-            return True
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
-        return False
-    return start is None or int(fields[19]) == start
-
-
 def read_status(folder):
     """status.json as a dict, or None when the folder has none (a run of an earlier
     version) or it cannot be read."""
@@ -404,7 +381,7 @@ def _state(folder, status, per_epoch):
             return "unknown"
         return "finished" if per_epoch and len(per_epoch) >= planned else "unknown"
     state = status.get("state")
-    if state == "running" and not _alive(status.get("pid"), status.get("pid_start")):
+    if state == "running" and not alive(status.get("pid"), status.get("pid_start")):
         return "crashed"
     return state if state in STATES else "unknown"
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .procinfo import alive, start_time
+
 #: Where POSIX shared memory lives on Linux; each of the pool's segments is a file there.
 SHM_DIR = Path("/dev/shm")
 
@@ -47,16 +49,6 @@ def views(shm, fields):
         key: np.ndarray(shape, dtype=dtype, buffer=shm.buf, offset=off)
         for (key, shape, dtype), off in zip(fields, offsets)
     }
-
-
-def start_time(pid):
-    """When process ``pid`` started (field 22 of /proc/PID/stat, clock ticks after boot),
-    or None when there is no such process (or no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # the name in (...) may hold spaces
 
 
 def create(fields):
@@ -115,24 +107,6 @@ def _segment_owner(name):
     return int(match["pid"]), None if start is None or start == "0" else int(start)
 
 
-def _owner_gone(pid, start):
-    """Whether the process that created a segment is gone: no process ``pid``, or one that
-    started at another time (the pid was reused). An owner whose start time is unknown
-    counts as alive while any process has its pid."""
-    now = start_time(pid)
-    if now is not None:
-        return start is not None and now != start
-    if Path("/proc/self/stat").exists():  # /proc knows every process: this one is gone
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # someone else's process
-        return False
-    return False
-
-
 def remove_stale_segments(directory=None):
     """Unlink the shared-memory segments of worker pools whose process is gone, and return
     what was removed: a list of ``(name, owner pid, bytes)``.
@@ -153,7 +127,7 @@ def remove_stale_segments(directory=None):
         return removed
     for entry in entries:
         owner = _segment_owner(entry.name)
-        if owner is None or not _owner_gone(*owner):
+        if owner is None or alive(*owner):
             continue
         try:
             size = entry.stat(follow_symlinks=False).st_size

@@ -6,7 +6,7 @@ onnxruntime and through PyTorch (normalised as the README says, softmax for
 softmax_cross_entropy models), and prints per runtime the largest probability difference
 from numpycnn's ``predict_proba`` and the number of images given the same class.
 
-    python scripts/export_agreement.py params.pkl ../shared/reference/escontrela-params.pkl
+    python scripts/export_agreement.py default.pkl ../shared/reference/escontrela-params.pkl
 """
 
 import argparse

@@ -205,22 +205,22 @@ def test_a_reader_follows_a_real_training_and_sees_it_killed(tmp_path, mnist_dir
 
 
 def test_a_killed_process_not_yet_reaped_or_a_reused_pid_is_not_the_run():
-    from numpycnn.shm import start_time
+    from numpycnn.procinfo import alive, start_time
 
     me = os.getpid()
-    assert runlog._alive(me, start_time(me)) and runlog._alive(me, None)
-    assert not runlog._alive(me, start_time(me) + 1)  # another process under the same pid
+    assert alive(me, start_time(me)) and alive(me, None)
+    assert not alive(me, start_time(me) + 1)  # another process under the same pid
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         started = start_time(child.pid)
-        assert runlog._alive(child.pid, started)
+        assert alive(child.pid, started)
         child.kill()
         deadline = time.monotonic() + 30
-        while runlog._alive(child.pid, started):  # a zombie until reaped below
+        while alive(child.pid, started):  # a zombie until reaped below
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert child.poll() is not None  # reaped only now: it was a zombie just before
     finally:
         child.kill()
         child.wait()
-    assert not runlog._alive(child.pid, started) and not runlog._alive(None, None)
+    assert not alive(child.pid, started) and not alive(None, None)

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, DataError, _idx_bytes
-from ..data import _parse_idx as parse_idx
+from ..data import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DataError,
+    idx_bytes,
+    parse_idx,
+)
 from . import download
 from .base import Dataset
 
@@ -22,7 +29,7 @@ FILE_NAMES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
 
 def _images(path):
-    images = parse_idx(_idx_bytes(path), path)
+    images = parse_idx(idx_bytes(path), path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
         raise DataError(
             f"{path}: expected uint8 images of {SIDE}x{SIDE}, "
@@ -32,7 +39,7 @@ def _images(path):
 
 
 def _labels(path, count, classes):
-    labels = parse_idx(_idx_bytes(path), path)
+    labels = parse_idx(idx_bytes(path), path)
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise DataError(
             f"{path}: expected a uint8 vector of labels, "

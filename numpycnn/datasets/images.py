@@ -31,9 +31,9 @@ import math
 import os
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from ..imageprep import MAX_PIXELS, ImageError, _open
+from ..imageprep import MAX_PIXELS, ImageError, check_image, open_image
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 #: File name endings the folder source takes as images (any case).
@@ -56,41 +56,14 @@ def load_image(path, shape, resize="fit"):
     ``FORMATS``, too large, corrupted or truncated, or in a mode with no colour conversion.
     """
     name = os.fspath(path)
-    try:
-        with _open(path) as image:
-            return decode(image, shape, resize, name)
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(f"{name}: file not found") from None
-    except PermissionError:
-        raise ImageError(f"{name}: permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError:
-        raise ImageError(
-            f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
-            f"the limit is {MAX_PIXELS:,})"
-        ) from None
-    except (OSError, SyntaxError, EOFError, ValueError) as exc:
-        # Pillow reports damaged data as OSError, SyntaxError or EOFError depending on the
-        # format; ValueError comes from modes that have no conversion.
-        raise ImageError(f"{name}: corrupted or truncated image ({exc})") from None
+    with open_image(path, name, MAX_PIXELS) as image:
+        return decode(image, shape, resize, name)
 
 
 def decode(image, shape, resize="fit", name="<image>"):
     """An open PIL image as a uint8 array ``shape`` (C, H, W) (see the module's steps)."""
     c, h, w = shape
-    if image.format not in FORMATS:
-        raise ImageError(
-            f"{name}: unsupported image format {image.format} "
-            f"(use {', '.join(FORMATS[:-1])} or {FORMATS[-1]})"
-        )
-    if image.width * image.height > MAX_PIXELS:
-        raise ImageError(
-            f"{name}: image too large ({image.width}x{image.height} pixels; "
-            f"the limit is {MAX_PIXELS:,})"
-        )
+    check_image(image, name, FORMATS, MAX_PIXELS)
     if image.width == 0 or image.height == 0:
         raise ImageError(f"{name}: empty image ({image.width}x{image.height} pixels)")
     if image.format == "JPEG":

@@ -7,8 +7,8 @@ Tensors are named as the ``state_dict`` of the equivalent ``torch.nn.Sequential`
 flat (F,), so ``safetensors.torch.load_file`` gives a dict that ``load_state_dict`` takes.
 The metadata holds ``format``, ``version``, ``numpycnn_version``, ``loss`` and ``dtype`` as
 plain strings and ``layers``, ``input_shape``, ``normalization``, ``classes``, ``config``,
-``metrics``, ``cost`` and ``history`` as JSON. ``modelfile.load_model`` and ``save_model``
-dispatch here for such files.
+``metrics``, ``cost``, ``history`` and ``data`` (the data source and class names) as JSON.
+``modelfile.load_model`` and ``save_model`` dispatch here for such files.
 """
 
 import json
@@ -32,7 +32,10 @@ JSON = (
     "metrics",
     "cost",
     "history",
+    "data",
 )
+#: Metadata a file may lack (written before it existed).
+OPTIONAL = ("data",)
 DTYPES = {"F32": "float32", "F64": "float64"}
 
 
@@ -68,7 +71,16 @@ def _json(key, value):
         raise modelfile.ModelFileError(f"metadata {key!r}: {exc}") from None
 
 
-def to_bytes(model, normalization, cost=(), config=None, metrics=None, history=None):
+def to_bytes(
+    model,
+    normalization,
+    cost=(),
+    config=None,
+    metrics=None,
+    history=None,
+    data_source=None,
+    class_names=None,
+):
     """The safetensors file of ``model`` and its companions (see the module docstring)."""
     tensors = {}
     for i, layer in enumerate(model.layers):
@@ -90,22 +102,38 @@ def to_bytes(model, normalization, cost=(), config=None, metrics=None, history=N
         "layers": model.specs(),
         "input_shape": list(model.input_shape),
         "normalization": normalization,
-        "classes": classes(model),
+        "classes": list(class_names) if class_names is not None else classes(model),
         "config": config,
         "metrics": metrics,
         "cost": [float(c) for c in cost],
         "history": list(history or ()),
+        "data": {
+            "source": data_source or dict(modelfile.MNIST_SOURCE),
+            "class_names": list(class_names) if class_names is not None else classes(model),
+        },
     }
     metadata.update({key: _json(key, values[key]) for key in JSON})
     return _safetensors().save(tensors, metadata=metadata)
 
 
-def save(path, model, normalization, cost=(), config=None, metrics=None, history=None):
+def save(
+    path,
+    model,
+    normalization,
+    cost=(),
+    config=None,
+    metrics=None,
+    history=None,
+    data_source=None,
+    class_names=None,
+):
     """Write the safetensors model file atomically, after reading it back with ``parse``'s
     checks (so a file that could not be loaded is never written)."""
     name = os.fspath(path)
     try:
-        data = to_bytes(model, normalization, cost, config, metrics, history)
+        data = to_bytes(
+            model, normalization, cost, config, metrics, history, data_source, class_names
+        )
         parse(data)
     except (modelfile.ModelFileError, modelfile._Problem, ExportError) as exc:
         raise modelfile.ModelFileError(f"{name}: cannot save: {exc}") from None
@@ -166,11 +194,13 @@ def _metadata(header):
             f"unsupported model file version {meta.get('version')!r} "
             f"(this numpycnn reads safetensors version {VERSION})"
         )
-    missing = [key for key in PLAIN + JSON if key not in meta]
+    missing = [key for key in PLAIN + JSON if key not in meta and key not in OPTIONAL]
     if missing:
         raise problem(f"metadata: missing key{'s' * (len(missing) > 1)} {', '.join(missing)}")
     stored = {key: meta[key] for key in PLAIN}
     for key in JSON:
+        if key not in meta:
+            continue
         try:
             stored[key] = json.loads(meta[key])
         except (TypeError, ValueError) as exc:
