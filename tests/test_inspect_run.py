@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -215,3 +216,44 @@ def test_the_cli_serves_a_run_folder_and_refuses_another_folder(trained, mnist_d
 
     line = error_line(invoke("inspect", tmp_path, "--no-browser"))
     assert line == f"{tmp_path}: not a run folder of numpycnn train"
+
+
+def poll(check, timeout=60.0):
+    """``check()``'s first truthy value, asked again every 20 ms for up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def test_a_live_training_is_followed_then_killed(tmp_path, mnist, mnist_dir):
+    config = tiny_config(tmp_path, epochs=3, limit=20_000, batch_size=10)
+    folder = tmp_path / "runs" / "tiny"
+    command = [sys.executable, "-m", "numpycnn.cli.main", "train", "-c", config, "-q",
+               "--mirror", mnist_dir, "--data-dir", tmp_path / "data"]  # fmt: skip
+    proc = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True)
+    try:
+        assert poll(lambda: runlog.list_snapshots(folder) or proc.poll() is not None)
+        assert proc.poll() is None, proc.stderr.read()
+        with served_run(folder, mnist) as url:
+            _, first = request(url + "/api/run")
+            assert first["running"] and first["state"] == "running"
+            later = poll(lambda: (r := request(url + "/api/run")[1])["step"] > first["step"] and r)
+            assert later and later["running"], later
+            assert later["step"] > first["step"] and later["total_steps"] == 6000
+            newer = request(url + f"/api/run?since={first['step']}")[1]["per_batch"]["step"]
+            assert newer and min(newer) == first["step"] + 1
+
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            dead = poll(lambda: (r := request(url + "/api/run")[1])["state"] != "running" and r)
+            assert dead["state"] == "crashed" and dead["failed"] and not dead["running"]
+            status, r = request(url + "/api/predict", pixels(mnist))  # still serving
+            assert status == 200 and r["snapshot"] is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        proc.stderr.close()
