@@ -8,47 +8,9 @@ from pathlib import Path
 import click
 import yaml
 
-from numpycnn.data import DataError, load_mnist, resolve_data_dir, resolve_mirrors
+from numpycnn.inspector.sources import config_source, data_loaders
 
 from .options import DEFAULT_MODEL, data_options, load_model_file, reports_errors, threads_option
-
-
-def _mnist(saved, data_dir, mirrors):
-    """Loaders of the MNIST test set and training images, for the server to call when
-    first needed; each set's files are read once. The test set (the confusion matrix) is
-    downloaded if missing, and only its two files: `eval` may have cached no more. The
-    training images (the out-of-distribution cue) are only read from the data directory,
-    so that starting the page never waits for a download."""
-    config = getattr(saved, "config", saved)  # a model file, or a run's config dict
-    cfg_data = (config if isinstance(config, dict) else {}).get("data") or {}
-    directory = resolve_data_dir(data_dir, cfg_data.get("data_dir"))
-    lock, loaded = threading.Lock(), {}
-
-    def mnist(which, download):
-        with lock:
-            if which not in loaded:
-                try:
-                    mirrors_ = resolve_mirrors(mirrors, cfg_data.get("mirrors", ()))
-                    loaded[which] = load_mnist(
-                        directory, mirrors_ if download else [], sets=(which,)
-                    )
-                except DataError:
-                    if download:
-                        raise
-                    raise DataError(
-                        f"the MNIST training files are not in {directory / 'mnist'} yet "
-                        "(`numpycnn download`)"
-                    ) from None
-        return loaded[which]
-
-    def test_set():
-        test = mnist("test", download=True)
-        return test.test_images, test.test_labels
-
-    def train_set():
-        return mnist("train", download=False).train_images
-
-    return test_set, train_set
 
 
 @click.command("inspect")
@@ -86,7 +48,7 @@ def _mnist(saved, data_dir, mirrors):
 @click.option(
     "--class",
     "target",
-    type=click.IntRange(0, 9),
+    type=click.IntRange(min=0),
     help="With --image: the class whose score the saliency map differentiates "
     "(default: the predicted one).",
 )
@@ -138,7 +100,7 @@ def inspect_command(
             config = yaml.safe_load((params / CONFIG).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
             config = None  # RunView.open says what is wrong with the folder
-        test_set, train_set = _mnist(config, data_dir, mirrors)
+        test_set, train_set = data_loaders(config_source(config), data_dir, mirrors, config)
         try:
             view = RunView.open(
                 params, test_set=test_set, train_set=train_set, threads=threads, name=params.name
@@ -148,7 +110,7 @@ def inspect_command(
         inspector = view.base
     else:
         saved = load_model_file(params)
-        test_set, train_set = _mnist(saved, data_dir, mirrors)
+        test_set, train_set = data_loaders(saved.data_source, data_dir, mirrors, saved.config)
         inspector = Inspector(
             saved, test_set=test_set, train_set=train_set, threads=threads, name=params.name
         )

@@ -182,8 +182,9 @@ def _file_name(body):
     return name or None
 
 
-def _body_input(body):
-    """The keyword arguments of ``Inspector.digit`` from a request body."""
+def _body_input(body, size=784):
+    """The keyword arguments of ``Inspector.digit`` from a request body; ``size``: the
+    number of pixels of the model's input (C x H x W)."""
     keys = {"image", "pixels", "test_index"} & set(body)
     if len(keys) != 1:
         raise RequestError(400, "give exactly one of 'image', 'pixels' or 'test_index'")
@@ -207,7 +208,7 @@ def _body_input(body):
         isinstance(value, list)
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
-        raise RequestError(400, "'pixels' must be a list of 784 numbers 0-255")
+        raise RequestError(400, f"'pixels' must be a list of {size} numbers 0-255")
     return {"pixels" if key == "pixels" else "test_index": value}
 
 
@@ -312,7 +313,7 @@ class Handler(BaseHTTPRequestHandler):
         except (InspectionError, ImageError) as exc:
             self._error(400, exc)
         except DataError as exc:  # the test set could not be downloaded or read
-            self._error(503, f"the MNIST test set is unavailable: {exc}")
+            self._error(503, f"the test set is unavailable: {exc}")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # the server must survive anything; say what went wrong
@@ -416,7 +417,8 @@ class Handler(BaseHTTPRequestHandler):
         return view.inspector(step)
 
     def _digit(self, body, ins=None):
-        return (ins or self.server.inspector).digit(**_body_input(body))
+        ins = ins or self.server.inspector
+        return ins.digit(**_body_input(body, ins.form.size))
 
     def _about(self, body, digit, tr, ins, step):
         """What predict and inspect both say of the input: prediction, softmax steps, the
