@@ -11,7 +11,9 @@ import threading
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
+import yaml
 from cli_helpers import error_line, fake_mnist, invoke, tiny_config
 from test_inspect_api import request
 from test_inspect_cli import start
@@ -257,3 +259,52 @@ def test_a_live_training_is_followed_then_killed(tmp_path, mnist, mnist_dir):
             proc.kill()
         proc.wait(30)
         proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def reference_init(tmp_path_factory, mnist_dir):
+    """A tiny run like ``trained`` from the 2018 reference's initialisation, whose small
+    weights give every class about 1/10 before the first step (He's, the default, does
+    not: up to 0.9 for some images)."""
+    tmp = tmp_path_factory.mktemp("reference-init")
+    config = tiny_config(tmp, epochs=2, limit=300, batch_size=50)
+    raw = yaml.safe_load(config.read_text())
+    raw["training"]["init"] = "reference"
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as mp:
+        fake_mnist(mp, mnist_dir, test_limit=200)
+        result = numpycnn.train(config, workers=1)
+    return result.folder.path, result.params
+
+
+def test_the_timeline_starts_near_uniform_and_ends_at_the_final_model(reference_init, mnist):
+    folder, params = reference_init
+    final = Inspector(load_model(params))
+    with served_run(folder, mnist) as url:
+        status, t = request(url + "/api/timeline", pixels(mnist, 3))
+        assert status == 200 and t["steps"] == list(range(STEPS + 1))
+        assert t["epochs"] == [s / PER_EPOCH for s in range(STEPS + 1)]
+        first, last = t["probabilities"][0], t["probabilities"][-1]
+        assert max(first) < 0.12 and min(first) > 0.08  # ten classes, nothing learnt yet
+        assert last == probabilities_of(final, mnist, 3)  # exactly the final model's
+        assert max(last) > 0.5 and np.argmax(last) == mnist.test_labels[3]
+        for k, step in enumerate(t["steps"]):  # each step as /api/predict gives it
+            _, one = request(url + "/api/predict", {**pixels(mnist, 3), "snapshot": step})
+            assert one["probabilities"] == t["probabilities"][k]
+
+        # filters and the confusion matrix at a snapshot, on demand
+        _, f0 = request(url + "/api/filters?snapshot=0")
+        _, f12 = request(url + f"/api/filters?snapshot={STEPS}")
+        assert f0["snapshot"] == 0 and f12["snapshot"] == STEPS
+        assert f0["filters"][0]["weight"] != f12["filters"][0]["weight"]
+        status, c0 = request(url + "/api/confusion?snapshot=0")
+        _, c12 = request(url + "/api/confusion")
+        assert status == 200 and c0["snapshot"] == 0 and c12["snapshot"] == STEPS
+        assert c0["accuracy"] < c12["accuracy"]
+        status, bad = request(url + "/api/filters?snapshot=99")
+        assert status == 400 and bad["error"].startswith("no snapshot at step 99")
+        _, run = request(url + "/api/run")
+        assert {(r["epoch"], r["layer"]) for r in run["layers"]} >= {
+            (1, "1-conv2d"),
+            (2, "1-conv2d"),
+        }

@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import runlog, runs
+from ..data import Normalization
+from ..engine import Sequential
 from ..modelfile import ModelFile, ModelFileError, load_model
 from .compute import InspectionError, Inspector
 
@@ -23,6 +25,9 @@ __all__ = ["CACHE", "RunView"]
 
 #: Snapshots whose parameters (as Inspectors) are kept loaded at once.
 CACHE = 8
+#: The timeline keeps every snapshot's parameters in memory up to this many bytes (the
+#: default run's 44 take 18.7 MB); past it, they are read again on each request.
+TIMELINE_BYTES = 256 * 2**20
 #: The states a page shows as running, finished or failed.
 FAILED = ("failed", "crashed")
 
@@ -38,6 +43,9 @@ class RunView:
         self._known = []  # the last snapshot list read
         self._last = None  # the last state read
         self._stamp, self._listed = None, []  # list_snapshots, and its folder's mtime
+        self._params, self._params_bytes = {}, 0  # step -> (flat params, Normalization)
+        self._timeline_lock = threading.Lock()
+        self._layers_read, self._scratch = [], None
         if base_step is not None:
             self._cache[base_step] = base
 
@@ -97,6 +105,7 @@ class RunView:
             run.update(state="gone", error=f"{exc}".strip() or f"{self.folder}: gone")
             if not self.folder.is_dir():
                 run["error"] = f"{self.folder}: the run folder is gone"
+        run = {**run, "layers": self._layers(run)}
         if since is not None:
             rows = run["per_batch"]
             keep = [i for i, s in enumerate(rows.get("step", [])) if s is not None and s > since]
@@ -111,6 +120,68 @@ class RunView:
             if run.get("step") is not None and run.get("steps_per_epoch")
             else None,
         }
+
+    def _layers(self, run):
+        """layers.csv as a list of {epoch, layer, weight_norm, grad_norm, dead_fraction}
+        (per epoch and layer), or what was last read when the folder is gone."""
+        if run.get("state") == "gone":
+            return self._layers_read
+        rows = []
+        for row in runlog._rows(self.folder / runs.LAYERS):
+            entry = {k: runlog._number(row.get(k)) for k in runs.LAYERS_COLUMNS}
+            entry["epoch"], entry["layer"] = runlog._number(row.get("epoch"), int), row.get("layer")
+            rows.append(entry)
+        self._layers_read = rows
+        return rows
+
+    def timeline(self, digit):
+        """The class probabilities of ``digit`` (an input image) under every snapshot:
+        {"steps", "epochs", "probabilities"}, each probability computed as
+        ``inspector(step)`` computes it (so the last equals the final model's)."""
+        snaps = self._list() or [s for s in self._known if s.step in self._params]
+        steps, epochs, probabilities = [], [], []
+        with self._timeline_lock:
+            for snap in snaps:
+                got = self._snapshot_params(snap)
+                if got is None:
+                    continue
+                params, norm = got
+                network = self._network()
+                network.flat_params[...] = params
+                tr = self.base.at(network, norm).trace(digit)
+                steps.append(snap.step)
+                epochs.append(snap.epoch)
+                probabilities.append(tr.probabilities.tolist())
+        return {"steps": steps, "epochs": epochs, "probabilities": probabilities}
+
+    def _network(self):
+        """One engine network of the run's architecture, whose parameters the timeline
+        overwrites snapshot after snapshot."""
+        if self._scratch is None:
+            m = self.base.model
+            self._scratch = Sequential(
+                m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype
+            )
+        return self._scratch
+
+    def _snapshot_params(self, snap):
+        """(flat parameters, Normalization) of a snapshot, read once and kept while they
+        fit in TIMELINE_BYTES; None when the file cannot be read (being replaced, gone)."""
+        if snap.step in self._params:
+            return self._params[snap.step]
+        try:
+            arrays = runlog._open_snapshot(snap.path)
+            params = arrays["params"]
+            mean, std = (float(v) for v in arrays["normalization"])
+            norm = Normalization(str(arrays["strategy"]), mean, std)
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+        if params.shape != self.base.model.flat_params.shape:
+            return None
+        if self._params_bytes + params.nbytes <= TIMELINE_BYTES:
+            self._params[snap.step] = (params, norm)
+            self._params_bytes += params.nbytes
+        return params, norm
 
     def snapshots(self):
         """The snapshots by step: [{"step", "epoch", "time"}]. When the folder is gone,

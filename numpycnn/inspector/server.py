@@ -46,8 +46,12 @@ endian, which the page reads straight into typed arrays):
   file). ``predict``, ``inspect`` and ``unit`` take an optional ``"snapshot": STEP`` (default
   the latest) and answer with that snapshot's parameters, saying which ``snapshot`` they
   used (null for a model file); an unknown step is a 400 naming it.
+- ``POST /api/timeline``: the input -> ``{"steps": [...], "epochs": [...],
+  "probabilities": [[...] per step]}``, its class probabilities under every snapshot.
 - ``GET /api/confusion``: the test set's confusion matrix (computed once, cached).
 - ``GET /api/confusion/cell?true=T&predicted=P``: that cell's images, most confident first.
+- ``filters``, ``confusion`` and ``confusion/cell`` take ``?snapshot=STEP`` too (each
+  snapshot's confusion matrix is computed on demand and kept while it stays loaded).
 
 A bad request gets a 4xx status and ``{"error": "one line"}``; bodies above ``MAX_BODY``
 get 413 unread. When bound to a loopback address, requests must name a loopback host,
@@ -60,6 +64,7 @@ import binascii
 import ipaddress
 import json
 import math
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
@@ -121,19 +126,42 @@ def to_json(value):
 
 
 class InspectServer(ThreadingHTTPServer):
-    """A threading HTTP server that answers for one ``Inspector``."""
+    """A threading HTTP server that answers for one ``Inspector``, or for a run folder
+    (``run``, a ``run.RunView``). ``opener``, instead of both: a callable returning
+    (inspector, run), called on the first request that needs them and again until it
+    succeeds (a run whose first snapshot is not written yet: those requests get 503)."""
 
     daemon_threads = True  # a stuck client never keeps the process alive
     allow_reuse_address = True
 
-    def __init__(self, address, inspector, log=None, run=None):
-        self.inspector = inspector
-        self.run = run  # a run.RunView when serving a run folder, else None
+    def __init__(self, address, inspector, log=None, run=None, opener=None):
+        self._inspector, self._run, self._opener = inspector, run, opener
+        self._opening = threading.Lock()
         self.log = log or (lambda line: None)
         self.page = resources.files(__package__).joinpath(PAGE).read_bytes()
         super().__init__(address, Handler)
         host = address[0] or "0.0.0.0"
         self.loopback_only = _is_loopback(host)
+
+    def _open(self):
+        if self._inspector is None:
+            with self._opening:
+                if self._inspector is None:
+                    try:
+                        self._inspector, self._run = self._opener()
+                    except ValueError as exc:  # RunFolderError, ModelFileError
+                        raise RequestError(503, f"not ready yet: {exc}") from None
+
+    @property
+    def inspector(self):
+        self._open()
+        return self._inspector
+
+    @property
+    def run(self):
+        """The ``run.RunView`` of a run folder, else None."""
+        self._open()
+        return self._run
 
     @property
     def url(self):
@@ -157,10 +185,11 @@ def _is_loopback(host):
         return False
 
 
-def make_server(inspector, host="127.0.0.1", port=0, log=None, run=None):
+def make_server(inspector, host="127.0.0.1", port=0, log=None, run=None, opener=None):
     """An ``InspectServer`` bound to ``host``:``port`` (0: a free port), not yet serving;
-    ``run``: the ``run.RunView`` of a run folder (``inspector`` is then its ``base``)."""
-    return InspectServer((host, port), inspector, log, run)
+    ``run``: the ``run.RunView`` of a run folder (``inspector`` is then its ``base``);
+    ``opener``: see ``InspectServer``."""
+    return InspectServer((host, port), inspector, log, run, opener)
 
 
 #: Longest upload name kept for error messages.
@@ -349,14 +378,28 @@ class Handler(BaseHTTPRequestHandler):
     def model(self, url):
         self._json(self.server.inspector.summary())
 
+    def _query_snapshot(self, url):
+        """(Inspector, step) of a GET's ``?snapshot=STEP`` (default: the latest)."""
+        values = parse_qs(url.query).get("snapshot")
+        step = None
+        if values:
+            try:
+                step = int(values[0])
+            except ValueError:
+                message = f"'snapshot' must be a step (an integer), got {values[0]!r:.40}"
+                raise RequestError(400, message) from None
+        return self._snapshot({"snapshot": step})
+
     def filters(self, url):
-        self._json({"filters": self.server.inspector.filters()})
+        ins, step = self._query_snapshot(url)
+        self._json({"filters": ins.filters(), "snapshot": step})
 
     def history(self, url):
         self._json(self.server.inspector.history())
 
     def confusion(self, url):
-        self._json(self.server.inspector.confusion())
+        ins, step = self._query_snapshot(url)
+        self._json({**ins.confusion(), "snapshot": step})
 
     def confusion_cell(self, url):
         query = parse_qs(url.query)
@@ -372,7 +415,8 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 message = f"'{key}' must be an integer, got {values[0]!r:.40}"
                 raise RequestError(400, message) from None
-        self._json(self.server.inspector.confusion_cell(**args))
+        ins, step = self._query_snapshot(url)
+        self._json({**ins.confusion_cell(**args), "snapshot": step})
 
     def field(self, url):
         query = parse_qs(url.query)
@@ -385,12 +429,17 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "'layer' and 'unit' must be integers (unit: a,b,c)") from None
         self._json(self.server.inspector.field(layer, unit))
 
-    def run(self, url):
+    def _view(self):
+        """The run folder served (a ``run.RunView``); 404 for a model file."""
         view = self.server.run
         if view is None:
             raise RequestError(
                 404, f"not a run folder: {self.server.inspector.name} is a model file"
             )
+        return view
+
+    def run(self, url):
+        view = self._view()
         query = parse_qs(url.query)
         since = None
         if "since" in query:
@@ -404,6 +453,12 @@ class Handler(BaseHTTPRequestHandler):
     def snapshots(self, url):
         view = self.server.run
         self._json({"snapshots": [] if view is None else view.snapshots()})
+
+    def timeline(self, url):
+        body = self._read_json()
+        view = self._view()
+        digit = self._digit(body, view.base)
+        self._json(view.timeline(digit))
 
     def _snapshot(self, body):
         """(Inspector, step) the body asks for: its ``"snapshot"`` step, default the run's
@@ -481,4 +536,9 @@ class Handler(BaseHTTPRequestHandler):
         "/api/run": run,
         "/api/snapshots": snapshots,
     }
-    POST = {"/api/predict": predict, "/api/inspect": inspect, "/api/unit": unit}
+    POST = {
+        "/api/predict": predict,
+        "/api/inspect": inspect,
+        "/api/unit": unit,
+        "/api/timeline": timeline,
+    }
