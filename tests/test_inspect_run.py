@@ -305,6 +305,6 @@ def test_the_timeline_starts_near_uniform_and_ends_at_the_final_model(reference_
         assert status == 400 and bad["error"].startswith("no snapshot at step 99")
         _, run = request(url + "/api/run")
         assert {(r["epoch"], r["layer"]) for r in run["layers"]} >= {
-            (1, "1-conv2d"),
-            (2, "1-conv2d"),
+            (1, "2-conv2d"),
+            (2, "2-conv2d"),
         }
