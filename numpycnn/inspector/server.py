@@ -8,7 +8,9 @@ only that, by exact name, so there is no file path to traverse. Every other path
 API (JSON in, JSON out; arrays as ``{"shape": [...], "float32"|"uint8": base64}``, little-
 endian, which the page reads straight into typed arrays):
 
-- ``GET /api/model``: the network, layer by layer.
+- ``GET /api/model``: the network, layer by layer, its input (``input``: channels, size,
+  colour, whether it can be drawn, how a file is prepared), ``class_names``, and ``run``:
+  whether a run folder is served.
 - ``POST /api/predict``: ``{"image": base64 file | "pixels": [784] | "test_index": n}``
   (with an image, optionally ``"name"``: the file's name, which its errors then name) ->
   the 28x28 ``digit`` the network sees, its ``probabilities`` and ``predicted`` class;
@@ -376,7 +378,7 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def model(self, url):
-        self._json(self.server.inspector.summary())
+        self._json({**self.server.inspector.summary(), "run": self.server.run is not None})
 
     def _query_snapshot(self, url):
         """(Inspector, step) of a GET's ``?snapshot=STEP`` (default: the latest)."""
