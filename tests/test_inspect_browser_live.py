@@ -100,8 +100,8 @@ def test_a_colour_model_takes_a_file_and_a_test_image_with_class_names(
         )
         > 100
     )  # red and green differ: drawn in colour, not grey
-    assert page.locator("#acts .layer[data-layer='in'] canvas").count() == 3
-    assert page.locator("#acts .layer[data-layer='0'] canvas").count() == 4
+    assert page.locator("#acts .layer[data-layer='in'] canvas[data-channel]").count() == 3
+    assert page.locator("#acts .layer[data-layer='0'] canvas[data-channel]").count() == 4
     assert page.locator("#filters .fgrid .lab", has_text="RGB").count() == 1
 
     # a test image by click, from the confusion matrix with class names
@@ -114,7 +114,7 @@ def test_a_colour_model_takes_a_file_and_a_test_image_with_class_names(
     thumb = page.locator("#cell .thumb").first
     index = int(thumb.get_attribute("data-index"))
     thumb.click()
-    page.wait_for_function(f"$('source').textContent.startsWith('Test image #{index}')")
+    page.wait_for_function(f"() => $('source').textContent.startsWith('Test image #{index}')")
     assert f"true label {CLASSES[int(ds.test_labels[index])]}" in page.inner_text("#source")
     path = shot(P, tmp_path, f"colour-{width}.png")
     if SHOT and width == 1400:
@@ -177,29 +177,29 @@ def test_the_live_view_grows_with_the_training_and_the_slider_replays_it(
     page = P.page
     page.wait_for_selector("#sec-run:not([hidden])")
     page.wait_for_selector("#run-state[data-state='running']")
-    page.wait_for_function("+$('run-step').dataset.step > 0")
+    page.wait_for_function("() => +$('run-step').dataset.step > 0")
     first = int(page.get_attribute("#run-step", "data-step"))
     page.wait_for_selector("#run-charts svg path[stroke='#b3261e']")
     length = page.evaluate(CURVE)
-    page.wait_for_function(f"+$('run-step').dataset.step > {first} + 50", timeout=30_000)
-    page.wait_for_function(f"{CURVE} > {length}", timeout=30_000)  # the loss curve grew
+    page.wait_for_function(f"() => +$('run-step').dataset.step > {first} + 50", timeout=30_000)
+    page.wait_for_function(f"() => {CURVE} > {length}", timeout=30_000)  # the loss curve grew
     # the probe (test image 0, loaded by itself) and its probabilities across the run
     page.wait_for_selector("#verdict[data-predicted]")
     page.wait_for_selector("#run-probe svg circle")
 
     # the slider: back to step 0, then forward to the latest; probabilities change
-    page.wait_for_function("+$('snap').max >= 3", timeout=30_000)
+    page.wait_for_function("() => +$('snap').max >= 3", timeout=30_000)
     page.focus("#snap")
     page.keyboard.press("End")
-    page.wait_for_function("$('snap-label').textContent.startsWith('step ')")
+    page.wait_for_function("() => $('snap-label').textContent.startsWith('step ')")
     latest = page.inner_text("#snap-label")
     page.wait_for_timeout(1000)  # the inspection at the latest snapshot lands
     late = probabilities(page)
     page.evaluate("(late) => { window.__late = JSON.stringify(late); }", late)
     page.keyboard.press("Home")
-    page.wait_for_function("$('snap-label').textContent.startsWith('step 0 ')")
+    page.wait_for_function("() => $('snap-label').textContent.startsWith('step 0 ')")
     assert not page.is_checked("#follow")
-    page.wait_for_function(f"JSON.stringify({PROBS}) !== window.__late", timeout=15_000)
+    page.wait_for_function(f"() => JSON.stringify({PROBS}) !== window.__late", timeout=15_000)
     early = probabilities(page)
     assert early != late, (early, late)
     assert latest != page.inner_text("#snap-label")
