@@ -33,7 +33,7 @@ from .options import DEFAULT_MODEL, data_options, load_model_file, reports_error
 @click.option(
     "--image",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="With --save: the digit image (PNG, JPEG or BMP) to draw the figures of.",
+    help="With --save: the image (a digit for an MNIST model) to draw the figures of.",
 )
 @click.option(
     "--save",
@@ -42,8 +42,10 @@ from .options import DEFAULT_MODEL, data_options, load_model_file, reports_error
     help="Write PNG figures into DIR instead of serving: the filters (filters.png) and the "
     "training cost, with the accuracy per epoch when the file has it (training.png); with "
     "--image also the input as the network sees it and its probabilities (input.png), every "
-    "layer's activations (activations.png) and the saliency map (saliency.png). Needs pip "
-    "install 'numpycnn[plot]'.",
+    "layer's activations (activations.png) and the saliency map (saliency.png). For a run "
+    "folder also the first layer's filters through the run (filters-evolution.gif) and the "
+    "probe's probabilities at every snapshot (probe.png; the probe is --image, else the "
+    "first test image). Needs pip install 'numpycnn[plot]'.",
 )
 @click.option(
     "--class",
@@ -119,6 +121,14 @@ def inspect_command(
 
         for path in save_figures(inspector, save, image=image, target=target):
             click.echo(f"wrote {path}")
+        if view is not None:
+            from .inspect_figures import save_run_figures
+
+            paths, note = save_run_figures(view, save, image=image)
+            for path in paths:
+                click.echo(f"wrote {path}")
+            if note:
+                click.echo(note, err=True)
         return
     serve(inspector, host, port, open_browser=not no_browser, run=view)
 

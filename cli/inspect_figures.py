@@ -234,3 +234,56 @@ def save_figures(inspector, directory, image=None, target=None):
         figure = training_figure(history, inspector.name or "the model")
         written.append(_write(figure, directory / "training.png"))
     return written
+
+
+def probe_figure(timeline, name, class_names):
+    """The probe's class probabilities under every snapshot of a run (x: step, log scale
+    past 1), the ten likeliest classes at the end."""
+    import matplotlib.pyplot as plt
+
+    steps = np.asarray(timeline["steps"])
+    probs = np.asarray(timeline["probabilities"])
+    order = np.argsort(-probs[-1])[:10]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for rank, k in enumerate(order):
+        ax.plot(steps, probs[:, k], marker="o", markersize=3,
+                linewidth=2.2 if rank == 0 else 1.2, label=str(class_names[k]))  # fmt: skip
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set(xlabel="step (log scale past 1)", ylabel="probability", ylim=(-0.02, 1.02))
+    ax.set_title(f"{name} under every snapshot of the run", fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def save_run_figures(view, directory, image=None):
+    """A run folder's figures: the first layer's filters through the run as an animated
+    GIF (filters-evolution.gif) and the probe's probabilities across the run (probe.png;
+    the probe is ``image``, else the first test image when the test set can be read).
+    Returns (paths written, a note on what was left out, or None)."""
+    from numpycnn.data import DataError
+    from numpycnn.inspector.evolution import save_filters_gif
+
+    directory = Path(directory)
+    written, note = [], None
+    frames = view.filters_over_run()
+    if frames:
+        try:
+            written.append(save_filters_gif(frames, directory / "filters-evolution.gif"))
+        except OSError as exc:
+            raise click.ClickException(
+                f"{directory}: cannot write: {exc.strerror or exc}"
+            ) from None
+    base = view.base
+    if image is not None:
+        digit, name = base.digit(image=Path(image).read_bytes(), name=str(image)), Path(image).name
+    else:
+        try:
+            digit, name = base.digit(test_index=0), "test image #0"
+        except (DataError, ValueError) as exc:
+            digit, note = None, f"probe.png left out: no --image and no test image ({exc})"
+    if digit is not None and view.snapshots():
+        figure = probe_figure(view.timeline(digit), name, base.class_names)
+        written.append(_write(figure, directory / "probe.png"))
+    return written, note

@@ -308,3 +308,25 @@ def test_the_timeline_starts_near_uniform_and_ends_at_the_final_model(reference_
             (1, "2-conv2d"),
             (2, "2-conv2d"),
         }
+
+
+def test_save_on_a_run_writes_the_filters_evolution_and_the_probe_across_the_run(
+    trained, mnist, mnist_dir, tmp_path
+):
+    from PIL import Image
+
+    folder = trained[0]
+    seven = tmp_path / "seven.png"
+    Image.fromarray(255 - mnist.test_images[0]).save(seven)
+    out = tmp_path / "figures"
+    result = invoke("inspect", folder, "--image", seven, "--save", out, "--mirror", mnist_dir,
+                    "--data-dir", tmp_path / "data")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert {"filters.png", "filters-evolution.gif", "probe.png"} <= set(names), names
+    gif = Image.open(out / "filters-evolution.gif")
+    assert gif.format == "GIF" and gif.n_frames == STEPS + 1  # one frame a snapshot
+    first = np.asarray(gif.convert("RGB"))
+    gif.seek(STEPS)
+    assert not np.array_equal(first, np.asarray(gif.convert("RGB")))  # the filters moved
+    assert Image.open(out / "probe.png").size[0] > 500

@@ -138,21 +138,46 @@ class RunView:
         """The class probabilities of ``digit`` (an input image) under every snapshot:
         {"steps", "epochs", "probabilities"}, each probability computed as
         ``inspector(step)`` computes it (so the last equals the final model's)."""
-        snaps = self._list() or [s for s in self._known if s.step in self._params]
         steps, epochs, probabilities = [], [], []
         with self._timeline_lock:
-            for snap in snaps:
-                got = self._snapshot_params(snap)
-                if got is None:
-                    continue
-                params, norm = got
-                network = self._network()
-                network.flat_params[...] = params
-                tr = self.base.at(network, norm).trace(digit)
+            for snap, ins in self._each():
                 steps.append(snap.step)
                 epochs.append(snap.epoch)
-                probabilities.append(tr.probabilities.tolist())
+                probabilities.append(ins.trace(digit).probabilities.tolist())
         return {"steps": steps, "epochs": epochs, "probabilities": probabilities}
+
+    def filters_over_run(self):
+        """The first conv layer's kernels (F, C, K, K) at every snapshot:
+        [{"step", "epoch", "label", "weight"}] ([] for a network without convolutions)."""
+        out = []
+        with self._timeline_lock:
+            for snap, ins in self._each():
+                filters = ins.filters()
+                if not filters:
+                    return []
+                first = filters[0]
+                out.append(
+                    {
+                        "step": snap.step,
+                        "epoch": snap.epoch,
+                        "label": first["label"],
+                        "weight": first["weight"].copy(),
+                    }
+                )
+        return out
+
+    def _each(self):
+        """(snapshot, Inspector at its parameters) for every snapshot that can be read, on
+        one scratch network: the caller holds ``_timeline_lock`` while it iterates."""
+        snaps = self._list() or [s for s in self._known if s.step in self._params]
+        for snap in snaps:
+            got = self._snapshot_params(snap)
+            if got is None:
+                continue
+            params, norm = got
+            network = self._network()
+            network.flat_params[...] = params
+            yield snap, self.base.at(network, norm)
 
     def _network(self):
         """One engine network of the run's architecture, whose parameters the timeline
