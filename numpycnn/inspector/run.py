@@ -45,7 +45,8 @@ class RunView:
         self._stamp, self._listed = None, []  # list_snapshots, and its folder's mtime
         self._params, self._params_bytes = {}, 0  # step -> (flat params, Normalization)
         self._timeline_lock = threading.Lock()
-        self._layers_read, self._scratch = [], None
+        self._layers_read, self._scratch, self._probe = [], None, (None, {})
+        self._steps = runlog.StepsReader(self.folder / runlog.STEPS)  # read as it grows
         if base_step is not None:
             self._cache[base_step] = base
 
@@ -98,18 +99,16 @@ class RunView:
         the folder can no longer be read, the last state read (per-batch rows after
         ``since``) with state "gone" and the reason in ``error``."""
         try:
-            run = runlog.read_run(self.folder)
+            run = runlog.read_run(self.folder, since=since, steps=self._steps)
             self._last = run
         except (runs.RunFolderError, OSError) as exc:
             run = dict(self._last or _empty(self.folder))
             run.update(state="gone", error=f"{exc}".strip() or f"{self.folder}: gone")
             if not self.folder.is_dir():
                 run["error"] = f"{self.folder}: the run folder is gone"
+            rows = [r for r in self._steps.rows if since is None or r["step"] > since]
+            run["per_batch"] = {k: [r[k] for r in rows] for k in runlog.STEPS_COLUMNS}
         run = {**run, "layers": self._layers(run)}
-        if since is not None:
-            rows = run["per_batch"]
-            keep = [i for i, s in enumerate(rows.get("step", [])) if s is not None and s > since]
-            run = {**run, "per_batch": {k: [v[i] for i in keep] for k, v in rows.items()}}
         state = run["state"]
         return {
             **run,
@@ -139,11 +138,17 @@ class RunView:
         {"steps", "epochs", "probabilities"}, each probability computed as
         ``inspector(step)`` computes it (so the last equals the final model's)."""
         steps, epochs, probabilities = [], [], []
+        key = (digit.shape, digit.tobytes())
         with self._timeline_lock:
-            for snap, ins in self._each():
+            if self._probe[0] != key:  # the last input's answers are kept: polled as it trains,
+                self._probe = (key, {})  # each snapshot's is computed once
+            done = self._probe[1]
+            for snap, ins in self._each(skip=done):
+                if snap.step not in done:
+                    done[snap.step] = ins.trace(digit).probabilities.tolist()
                 steps.append(snap.step)
                 epochs.append(snap.epoch)
-                probabilities.append(ins.trace(digit).probabilities.tolist())
+                probabilities.append(done[snap.step])
         return {"steps": steps, "epochs": epochs, "probabilities": probabilities}
 
     def filters_over_run(self):
@@ -166,11 +171,15 @@ class RunView:
                 )
         return out
 
-    def _each(self):
+    def _each(self, skip=()):
         """(snapshot, Inspector at its parameters) for every snapshot that can be read, on
-        one scratch network: the caller holds ``_timeline_lock`` while it iterates."""
+        one scratch network (None for the steps in ``skip``, which are not loaded): the
+        caller holds ``_timeline_lock`` while it iterates."""
         snaps = self._list() or [s for s in self._known if s.step in self._params]
         for snap in snaps:
+            if snap.step in skip:
+                yield snap, None
+                continue
             got = self._snapshot_params(snap)
             if got is None:
                 continue
