@@ -4,14 +4,13 @@ page's step counter and loss curve, then the timeline's slider.
 
 With ``NUMPYCNN_INSPECT_SCREENSHOT_LIVE=FILE`` the live view at 1400 px is also written to
 FILE (how docs/inspect-live.png is made), and the colour model's page beside it as
-``FILE-colour.png``:
+``inspect-colour.png``:
 
     NUMPYCNN_INSPECT_SCREENSHOT_LIVE=docs/inspect-live.png \\
         python -m pytest tests/test_inspect_browser_live.py
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from cli_helpers import tiny_config
 from colour_model import CLASSES, colour_model
 from test_inspect_api import request, serving
-from test_inspect_browser import ARGS, CHROMIUM, Page
+from test_inspect_browser import CHROMIUM, Page, serious_violations
 
 from numpycnn.inspector import Inspector
 from numpycnn.inspector.sources import data_loaders
@@ -34,16 +33,6 @@ pytestmark = pytest.mark.skipif(
 SHOT = os.environ.get("NUMPYCNN_INSPECT_SCREENSHOT_LIVE")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 def shot(P, tmp_path, name, full=True):
     path = tmp_path / name
     P.page.screenshot(path=str(path), full_page=full)
@@ -52,13 +41,7 @@ def shot(P, tmp_path, name, full=True):
 
 def axe_check(page):
     axe = pytest.importorskip("axe_playwright_python.sync_playwright")
-    results = axe.Axe().run(page)
-    bad = [
-        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-        for v in results.response["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert bad == [], bad
+    assert serious_violations(axe, page) == []
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +99,10 @@ def test_a_colour_model_takes_a_file_and_a_test_image_with_class_names(
     thumb.click()
     page.wait_for_function(f"() => $('source').textContent.startsWith('Test image #{index}')")
     assert f"true label {CLASSES[int(ds.test_labels[index])]}" in page.inner_text("#source")
-    path = shot(P, tmp_path, f"colour-{width}.png")
+    shot(P, tmp_path, f"colour-{width}.png")
     if SHOT and width == 1400:
-        shutil.copy(path, Path(SHOT).with_name(Path(SHOT).stem + "-colour.png"))
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(Path(SHOT).with_name("inspect-colour.png")))
     axe_check(page)
     P.check()
     P.close()
@@ -132,9 +116,9 @@ def _b64(path):
 
 @pytest.fixture
 def live_training(tmp_path, mnist_dir):
-    """A real `numpycnn train --inspect` (three epochs of 20,000 images in batches of 10,
-    long enough to watch); yields (url, process); SIGINT and cleanup after."""
-    config = tiny_config(tmp_path, epochs=3, limit=20_000, validation=2000, batch_size=10)
+    """A real `numpycnn train --inspect` (20 epochs of 20,000 images in batches of 10, long
+    enough to watch; stopped by the test); yields (url, process); SIGINT and cleanup after."""
+    config = tiny_config(tmp_path, epochs=20, limit=20_000, validation=2000, batch_size=10)
     command = [sys.executable, "-m", "numpycnn.cli.main", "train", "-c", config, "--inspect",
                "--no-browser", "-q", "--mirror", mnist_dir,
                "--data-dir", tmp_path / "data"]  # fmt: skip

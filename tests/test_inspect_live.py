@@ -13,13 +13,17 @@ from test_inspect_run import poll
 from numpycnn import runs
 
 
-def test_train_inspect_serves_the_run_and_ctrl_c_saves_stops_it_and_exits_130(tmp_path, mnist_dir):
-    config = tiny_config(tmp_path, epochs=3, limit=20_000, batch_size=10)
+def train_inspect(tmp_path, mnist_dir, **popen):
+    """`numpycnn train --inspect --no-browser` of 20 epochs of the tiny network (a test
+    stops it early) in its own process, stderr piped."""
+    config = tiny_config(tmp_path, epochs=20, limit=20_000, batch_size=10)
     command = [sys.executable, "-m", "numpycnn.cli.main", "train", "-c", config, "--inspect",
                "--no-browser", "--mirror", mnist_dir, "--data-dir", tmp_path / "data"]  # fmt: skip
-    proc = subprocess.Popen(
-        list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_train_inspect_serves_the_run_and_ctrl_c_saves_stops_it_and_exits_130(tmp_path, mnist_dir):
+    proc = train_inspect(tmp_path, mnist_dir, stdout=subprocess.PIPE)
     try:
         line = proc.stderr.readline()
         while line and not line.startswith("live view of "):  # download lines first
@@ -49,3 +53,31 @@ def test_train_inspect_serves_the_run_and_ctrl_c_saves_stops_it_and_exits_130(tm
         raise AssertionError("the server still answers after train exited")
     except (urllib.error.URLError, ConnectionError):
         pass
+
+
+def test_the_server_process_dies_with_a_sigkilled_training(tmp_path, mnist_dir):
+    """The server is a process of its own (niced); a SIGKILL of the training leaves no
+    server behind: the port stops answering within seconds."""
+    proc = train_inspect(tmp_path, mnist_dir)
+    try:
+        line = proc.stderr.readline()
+        while line and not line.startswith("live view of "):  # download lines first
+            line = proc.stderr.readline()
+        url = line.rsplit(" at ", 1)[1].strip().rstrip("/")
+        assert poll(lambda: (r := request(url + "/api/run"))[0] == 200 and r[1]["running"])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+        def gone():
+            try:
+                request(url + "/api/snapshots")
+            except (urllib.error.URLError, ConnectionError):
+                return True
+            return False
+
+        assert poll(gone, timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        proc.stderr.close()

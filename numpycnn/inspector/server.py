@@ -136,13 +136,18 @@ class InspectServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never keeps the process alive
     allow_reuse_address = True
 
-    def __init__(self, address, inspector, log=None, run=None, opener=None):
+    def __init__(self, address, inspector, log=None, run=None, opener=None, sock=None):
         self._inspector, self._run, self._opener = inspector, run, opener
         self._opening = threading.Lock()
         self.log = log or (lambda line: None)
         self.page = resources.files(__package__).joinpath(PAGE).read_bytes()
-        super().__init__(address, Handler)
-        host = address[0] or "0.0.0.0"
+        if sock is None:
+            super().__init__(address, Handler)
+        else:  # a socket bound and listening already (train --inspect's, passed to us)
+            super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket, self.server_address = sock, sock.getsockname()
+        host = self.server_address[0] or "0.0.0.0"
         self.loopback_only = _is_loopback(host)
 
     def _open(self):
@@ -187,11 +192,11 @@ def _is_loopback(host):
         return False
 
 
-def make_server(inspector, host="127.0.0.1", port=0, log=None, run=None, opener=None):
+def make_server(inspector, host="127.0.0.1", port=0, log=None, run=None, opener=None, sock=None):
     """An ``InspectServer`` bound to ``host``:``port`` (0: a free port), not yet serving;
     ``run``: the ``run.RunView`` of a run folder (``inspector`` is then its ``base``);
-    ``opener``: see ``InspectServer``."""
-    return InspectServer((host, port), inspector, log, run, opener)
+    ``opener``: see ``InspectServer``; ``sock``: a listening socket to serve on instead."""
+    return InspectServer((host, port), inspector, log, run, opener, sock)
 
 
 #: Longest upload name kept for error messages.
