@@ -127,8 +127,8 @@ def epoch_line(stats, epochs):
     "live",
     is_flag=True,
     help="Serve the inspector's live view of the run while it trains (127.0.0.1, a free "
-    "port; the URL is printed on stderr). It stops when training ends; numpycnn inspect "
-    "runs/NAME replays the run afterwards.",
+    "port, from a process of its own; the URL is printed on stderr). It stops when training "
+    "ends; numpycnn inspect runs/NAME replays the run afterwards.",
 )
 @click.option("--no-browser", is_flag=True, help="With --inspect: print the URL only.")
 @reports_errors

@@ -8,7 +8,7 @@ which goes first. The figure is the training loop's time (results.csv's seconds,
 over epochs: no start-up, no test evaluation), best against best and median against
 median, with the load average before each run. Target: at most 3% slower.
 
-    python scripts/bench_live.py --rounds 4 --limit 20000
+    python scripts/bench_live.py --rounds 3 --epochs 2   # the default recipe, 2 epochs
 """
 
 import argparse
@@ -34,40 +34,63 @@ def get(url, body=None):
         return json.loads(r.read())
 
 
-class Poller(threading.Thread):
-    """The page's requests, once a second, until ``stop`` is set."""
+class Poller:
+    """The page's requests: /api/run and /api/snapshots once a second (one thread), and at
+    each new snapshot an inspection, the probe's timeline and the filters (another), as
+    the page makes them; ``stop()`` ends both."""
 
     def __init__(self, url):
-        super().__init__(daemon=True)
-        self.url, self.stop, self.requests, self.snapshots_seen = url, threading.Event(), 0, 0
+        self.url, self.done, self.requests, self.failed = url, threading.Event(), 0, 0
+        self.latest, self.new = None, threading.Event()
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self.poll, self.look)]
+        for t in self.threads:
+            t.start()
 
-    def run(self):
-        last, known = -1, None
-        while not self.stop.is_set():
-            try:
-                run = get(f"{self.url}/api/run?since={last}")
-                steps = run["per_batch"]["step"]
-                last = steps[-1] if steps else last
-                snaps = get(f"{self.url}/api/snapshots")["snapshots"]
-                self.requests += 2
-                if snaps and snaps[-1]["step"] != known:
-                    known = snaps[-1]["step"]
-                    self.snapshots_seen += 1
-                    get(f"{self.url}/api/inspect", {"test_index": 0, "snapshot": known})
-                    get(f"{self.url}/api/timeline", {"test_index": 0})
-                    get(f"{self.url}/api/filters?snapshot={known}")
-                    self.requests += 3
-            except OSError:
-                pass  # not up yet (503), or gone at the end
-            self.stop.wait(1.0)
+    def ask(self, path, body=None):
+        try:
+            answer = get(self.url + path, body)
+            self.requests += 1
+            return answer
+        except OSError:  # 503 before the first snapshot, a refused connection at the end
+            self.failed += 1
+            return None
+
+    def poll(self):
+        last = -1
+        while not self.done.is_set():
+            run = self.ask(f"/api/run?since={last}")
+            if run and run["per_batch"]["step"]:
+                last = run["per_batch"]["step"][-1]
+            snaps = self.ask("/api/snapshots")
+            if snaps and snaps["snapshots"] and snaps["snapshots"][-1]["step"] != self.latest:
+                self.latest = snaps["snapshots"][-1]["step"]
+                self.new.set()
+            self.done.wait(1.0)
+
+    def look(self):
+        while not self.done.is_set():
+            if not self.new.wait(0.5):
+                continue
+            self.new.clear()
+            step = self.latest
+            self.ask("/api/inspect", {"test_index": 0, "snapshot": step})
+            self.ask("/api/timeline", {"test_index": 0})
+            self.ask(f"/api/filters?snapshot={step}")
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join(70)
 
 
 def train(config, args, folder, live):
     """One training in its own process; (loop seconds, wall seconds, requests answered)."""
     command = [sys.executable, "-m", "numpycnn.cli.main", "train", "-c", config, "-q",
-               "--epochs", str(args.epochs), "--limit", str(args.limit), "--workers",
-               str(args.workers), "--runs-dir", str(folder), "--out", str(folder / "m.pkl"),
+               "--epochs", str(args.epochs), "--limit", str(args.limit),
+               "--runs-dir", str(folder), "--out", str(folder / "m.pkl"),
                "--data-dir", args.data_dir]  # fmt: skip
+    if args.workers:
+        command += ["--workers", str(args.workers)]
     if args.mirror:
         command += ["--mirror", args.mirror]
     if live:
@@ -80,12 +103,10 @@ def train(config, args, folder, live):
         while line and not line.startswith("live view of "):
             line = proc.stderr.readline()
         poller = Poller(line.rsplit(" at ", 1)[1].strip().rstrip("/"))
-        poller.start()
     out, err = proc.communicate()
     wall = time.perf_counter() - start
     if poller:
-        poller.stop.set()
-        poller.join(5)
+        poller.stop()
     if proc.returncode:
         raise SystemExit(f"train failed ({proc.returncode}): {err.strip()[-400:]}")
     run = next(p for p in folder.iterdir() if p.is_dir())
@@ -98,9 +119,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="default")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--limit", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=55_000)
+    parser.add_argument("--workers", type=int, default=None, help="default: train's own")
     parser.add_argument("--data-dir", default=os.environ.get("NUMPYCNN_DATA_DIR", "data"))
     parser.add_argument("--mirror", default=None)
     args = parser.parse_args()

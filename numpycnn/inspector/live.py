@@ -68,14 +68,23 @@ def serve_run(
     try:
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
-        command = [sys.executable, "-m", __name__, str(folder), "--fd", str(sock.fileno()),
-                   "--parent", str(os.getpid()), "--nice", str(int(nice))]  # fmt: skip
+        # Lowered before anything is imported: Linux gives each thread its own nice value,
+        # and NumPy's BLAS starts its threads on import. One BLAS thread: no thread pool
+        # spinning on the cores the training needs.
+        boot = (
+            f"import os, runpy; os.nice({int(nice)}); "
+            f"runpy.run_module({__name__!r}, run_name='__main__')"
+        )
+        command = [sys.executable, "-c", boot, str(folder), "--fd", str(sock.fileno()),
+                   "--parent", str(os.getpid())]  # fmt: skip
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
         for mirror in mirrors or ():
             command += ["--mirror", str(mirror)]
+        one = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         process = subprocess.Popen(
             command,
+            env={**os.environ, **one},
             pass_fds=(sock.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -120,18 +129,16 @@ def _die_with(parent):
 
 
 def main(argv=None):
-    """The server process: serve run FOLDER on the listening socket ``--fd``."""
+    """The server process: serve run FOLDER on the listening socket ``--fd`` (started by
+    ``serve_run``, which lowers its priority first)."""
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
     parser.add_argument("folder")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--nice", type=int, default=NICE)
     parser.add_argument("--data-dir")
     parser.add_argument("--mirror", action="append", default=[])
     args = parser.parse_args(argv)
     _die_with(args.parent)
-    with contextlib.suppress(OSError):
-        os.nice(args.nice)
     sock = socket.socket(fileno=args.fd)
     server = make_server(
         None, sock=sock, opener=opener_for(args.folder, args.data_dir, args.mirror or None)
