@@ -4,6 +4,11 @@
   ``tracing`` (the forward pass on copies of the layers), ``backprop`` (the backward pass,
   negligible gradients, the softmax step by step), ``arithmetic`` (a unit's sum),
   ``fields`` (receptive fields) and ``novelty`` (does the input look like a digit at all).
+- ``inputs``: the model's input (its shape, colour, how a file is prepared);
+  ``sources``: its test set, from the model's own data source.
+- ``run``: a run folder behind the page (its state as it trains, its snapshots, the
+  timeline); ``live``: ``train --inspect``'s server process; ``evolution``: the first
+  layer's filters through a run as an animated GIF.
 - ``server``: the local HTTP server and its JSON API over an ``Inspector``.
 - ``page.html``: the page itself, one self-contained file with no build step.
 """

@@ -98,20 +98,28 @@ def serve_run(
     return LiveServer(process, url)
 
 
+#: What the out-of-distribution cue says during train --inspect, which leaves it out.
+NO_NOVELTY = (
+    "no comparison with the training digits while the run trains: it takes seconds of "
+    "CPU that the training needs (numpycnn inspect RUN has it)"
+)
+
+
 def opener_for(folder, data_dir=None, mirrors=None, threads=1):
     """A callable opening run ``folder`` as (its base Inspector, its RunView), for
-    ``make_server(opener=...)``: it raises RunFolderError until the first snapshot."""
+    ``make_server(opener=...)``: it raises RunFolderError until the first snapshot. The
+    out-of-distribution cue is left out (``NO_NOVELTY``): its sample's features are the
+    largest piece of work the page asks for, all of it taken from the training."""
     folder = Path(folder)
     try:
         config = yaml.safe_load((folder / runs.CONFIG).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         config = None
-    test_set, train_set = data_loaders(config_source(config), data_dir, mirrors, config)
+    test_set, _ = data_loaders(config_source(config), data_dir, mirrors, config)
 
     def opener():
-        view = RunView.open(
-            folder, test_set=test_set, train_set=train_set, threads=threads, name=folder.name
-        )
+        view = RunView.open(folder, test_set=test_set, threads=threads, name=folder.name)
+        view.base.novelty_error = NO_NOVELTY
         return view.base, view
 
     return opener
