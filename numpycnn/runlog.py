@@ -477,22 +477,29 @@ def _open_snapshot(path):
         return {key: npz[key] for key in npz.files}
 
 
-def list_snapshots(folder):
+def list_snapshots(folder, known=None):
     """The folder's snapshots, by step: [Snapshot(step, epoch, time, path)]; [] when it has
-    none. A file that cannot be read is left out."""
+    none. A file that cannot be read is left out. ``known``: a dict of file name ->
+    Snapshot from earlier calls, whose files are not opened again (a snapshot never
+    changes once renamed into place); the new ones are added to it."""
     here = Path(folder) / SNAPSHOTS
     try:
         names = sorted(p.name for p in here.iterdir() if _SNAPSHOT.fullmatch(p.name))
     except OSError:
         return []
     out = []
+    known = {} if known is None else known
     for name in names:
+        if name in known:
+            out.append(known[name])
+            continue
         try:
             with np.load(here / name, allow_pickle=False) as npz:
                 step, epoch, seconds = int(npz["step"]), float(npz["epoch"]), float(npz["seconds"])
         except (OSError, ValueError, KeyError, EOFError):
             continue
-        out.append(Snapshot(step, epoch, seconds, here / name))
+        known[name] = Snapshot(step, epoch, seconds, here / name)
+        out.append(known[name])
     return sorted(out)
 
 

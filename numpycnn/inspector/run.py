@@ -47,6 +47,7 @@ class RunView:
         self._timeline_lock = threading.Lock()
         self._layers_read, self._scratch, self._probe = [], None, (None, {})
         self._steps = runlog.StepsReader(self.folder / runlog.STEPS)  # read as it grows
+        self._read = {}  # snapshot file name -> Snapshot: each file is opened once
         if base_step is not None:
             self._cache[base_step] = base
 
@@ -192,11 +193,13 @@ class RunView:
         """One engine network of the run's architecture, whose parameters the timeline
         overwrites snapshot after snapshot."""
         if self._scratch is None:
-            m = self.base.model
-            self._scratch = Sequential(
-                m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype
-            )
+            self._scratch = self._new_network()
         return self._scratch
+
+    def _new_network(self):
+        """An engine network of the run's architecture (its parameters to be set)."""
+        m = self.base.model
+        return Sequential(m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype)
 
     def _snapshot_params(self, snap):
         """(flat parameters, Normalization) of a snapshot, read once and kept while they
@@ -242,7 +245,7 @@ class RunView:
         with self._lock:
             if self._stamp == stamp:
                 return self._listed
-        snaps = runlog.list_snapshots(self.folder)
+        snaps = runlog.list_snapshots(self.folder, known=self._read)
         with self._lock:
             self._stamp, self._listed = stamp, snaps
         return snaps
@@ -269,11 +272,14 @@ class RunView:
         if step not in known:
             have = f"steps {known[0]} to {known[-1]}" if known else "none"
             raise InspectionError(f"no snapshot at step {step} (this run has {have})")
-        try:
-            model = runlog.load_snapshot(self.folder, step)
-        except runs.RunFolderError as exc:
-            raise InspectionError(str(exc)) from None
-        ins = self.base.at(model.network, model.normalization)
+        snap = next(s for s in (self._listed or self._known) if s.step == step)
+        with self._timeline_lock:
+            got = self._snapshot_params(snap)
+        if got is None:
+            raise InspectionError(f"{snap.path}: cannot read the snapshot")
+        network = self._new_network()
+        network.flat_params[...] = got[0]
+        ins = self.base.at(network, got[1])
         with self._lock:
             self._cache[step] = ins
             self._cache.move_to_end(step)
