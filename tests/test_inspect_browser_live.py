@@ -198,7 +198,7 @@ def test_the_live_view_grows_with_the_training_and_the_slider_replays_it(
         page.set_viewport_size({"width": 1400, "height": 1150})
         page.keyboard.press("End")
         page.wait_for_timeout(1500)
-        page.evaluate("window.scrollTo(0, 0)")
+        page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
         P.page.screenshot(path=SHOT)
     axe_check(page)
 
