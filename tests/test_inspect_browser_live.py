@@ -192,6 +192,13 @@ def test_the_live_view_grows_with_the_training_and_the_slider_replays_it(
     assert page.get_attribute("#verdict", "data-predicted") == str(api0["predicted"])
     assert "at step 0" in page.inner_text("#filters h3 >> nth=0")
 
+    # Play steps through the snapshots from step 0 by itself; a second click pauses
+    page.click("#play")
+    page.wait_for_function("() => !$('snap-label').textContent.startsWith('step 0 ')")
+    assert page.get_attribute("#play", "aria-pressed") == "true"
+    page.click("#play")
+    assert page.get_attribute("#play", "aria-pressed") == "false"
+
     page.evaluate("window.scrollTo(0, 0)")
     shot(P, tmp_path, f"live-{width}.png", full=width != 1400)
     if SHOT and width == 1400:
