@@ -108,7 +108,13 @@ def inspect_command(
                 params, test_set=test_set, train_set=train_set, threads=threads, name=params.name
             )
         except RunFolderError as exc:
-            raise click.ClickException(str(exc)) from None
+            if save is not None or not (params / CONFIG).is_file():
+                raise click.ClickException(str(exc)) from None
+            # a run that has only just started: serve now, open it at its first snapshot
+            from numpycnn.inspector.live import opener_for
+
+            opener = opener_for(params, data_dir, mirrors, threads)
+            return serve(None, host, port, not no_browser, opener=opener, name=params.name)
         inspector = view.base
     else:
         saved = load_model_file(params)
@@ -140,15 +146,15 @@ def _warm(inspector):
         click.echo(f"the out-of-distribution cue is unavailable: {exc}", err=True)
 
 
-def serve(inspector, host, port, open_browser=True, run=None):
+def serve(inspector, host, port, open_browser=True, run=None, opener=None, name=None):
     """Serve the page until Ctrl-C, which stops the server and exits 0; ``run``: the
-    ``RunView`` of a run folder."""
+    ``RunView`` of a run folder; ``opener`` (with ``inspector`` None): opens a run folder
+    at its first request that finds a snapshot (``name``: the folder's name)."""
     from numpycnn.inspector import make_server
 
+    log = lambda line: click.echo(line, err=True)  # noqa: E731
     try:
-        server = make_server(
-            inspector, host, port, log=lambda line: click.echo(line, err=True), run=run
-        )
+        server = make_server(inspector, host, port, log=log, run=run, opener=opener)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
@@ -160,11 +166,12 @@ def serve(inspector, host, port, open_browser=True, run=None):
                 "page, which has no authentication.",
                 err=True,
             )
-        click.echo(f"numpycnn inspect: {inspector.name} at {server.url}  (Ctrl-C to stop)")
+        shown = inspector.name if inspector is not None else name
+        click.echo(f"numpycnn inspect: {shown} at {server.url}  (Ctrl-C to stop)")
         if open_browser:
             threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
-        # the out-of-distribution cue's training sample, ready before the first drawing
-        threading.Thread(target=_warm, args=(inspector,), daemon=True).start()
+        if inspector is not None:  # the out-of-distribution cue's sample, ready before a drawing
+            threading.Thread(target=_warm, args=(inspector,), daemon=True).start()
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo("stopped", err=True)

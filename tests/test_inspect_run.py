@@ -330,3 +330,26 @@ def test_save_on_a_run_writes_the_filters_evolution_and_the_probe_across_the_run
     gif.seek(STEPS)
     assert not np.array_equal(first, np.asarray(gif.convert("RGB")))  # the filters moved
     assert Image.open(out / "probe.png").size[0] > 500
+
+
+def test_inspect_of_a_run_that_has_just_started_waits_for_its_first_snapshot(
+    trained, mnist_dir, tmp_path
+):
+    folder = shutil.copytree(trained[0], tmp_path / "starting")
+    shutil.move(folder / runlog.SNAPSHOTS, tmp_path / "later")
+    for name in ("last.pkl", "best.pkl"):
+        (folder / name).unlink(missing_ok=True)
+    proc, line = start(folder, "--mirror", mnist_dir, "--data-dir", tmp_path / "data")
+    try:
+        assert line.startswith("numpycnn inspect: starting at http://127.0.0.1:"), line
+        url = line.split(" at ")[1].split()[0].rstrip("/")
+        status, r = request(url + "/api/model")
+        assert status == 503 and r["error"].startswith("not ready yet:"), r
+        shutil.move(tmp_path / "later", folder / runlog.SNAPSHOTS)  # the first ones land
+        status, model = request(url + "/api/model")
+        assert status == 200 and model["run"]
+        assert request(url + "/api/snapshots")[1]["snapshots"][-1]["step"] == STEPS
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

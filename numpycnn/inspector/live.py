@@ -105,21 +105,29 @@ NO_NOVELTY = (
 )
 
 
-def opener_for(folder, data_dir=None, mirrors=None, threads=1):
+def opener_for(folder, data_dir=None, mirrors=None, threads=1, novelty=True):
     """A callable opening run ``folder`` as (its base Inspector, its RunView), for
-    ``make_server(opener=...)``: it raises RunFolderError until the first snapshot. The
-    out-of-distribution cue is left out (``NO_NOVELTY``): its sample's features are the
-    largest piece of work the page asks for, all of it taken from the training."""
+    ``make_server(opener=...)``: it raises RunFolderError until the first snapshot.
+    ``novelty=False`` leaves the out-of-distribution cue out (``NO_NOVELTY``): its
+    sample's features are the largest piece of work the page asks for, which during
+    ``train --inspect`` would all be taken from the training."""
     folder = Path(folder)
     try:
         config = yaml.safe_load((folder / runs.CONFIG).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         config = None
-    test_set, _ = data_loaders(config_source(config), data_dir, mirrors, config)
+    test_set, train_set = data_loaders(config_source(config), data_dir, mirrors, config)
 
     def opener():
-        view = RunView.open(folder, test_set=test_set, threads=threads, name=folder.name)
-        view.base.novelty_error = NO_NOVELTY
+        view = RunView.open(
+            folder,
+            test_set=test_set,
+            train_set=train_set if novelty else None,
+            threads=threads,
+            name=folder.name,
+        )
+        if not novelty:
+            view.base.novelty_error = NO_NOVELTY
         return view.base, view
 
     return opener
@@ -149,7 +157,9 @@ def main(argv=None):
     _die_with(args.parent)
     sock = socket.socket(fileno=args.fd)
     server = make_server(
-        None, sock=sock, opener=opener_for(args.folder, args.data_dir, args.mirror or None)
+        None,
+        sock=sock,
+        opener=opener_for(args.folder, args.data_dir, args.mirror or None, novelty=False),
     )
     try:
         server.serve_forever()
