@@ -3,7 +3,8 @@
 Each round trains the same config twice in fresh processes, once plain and once with
 ``--inspect --no-browser`` while a poller does what the page does: ``/api/run?since=``
 every second, ``/api/snapshots``, and at each new snapshot ``/api/inspect`` and
-``/api/timeline`` of a test image and ``/api/filters`` at that snapshot. Rounds alternate
+``/api/timeline`` of a test image, and ``/api/filters`` and ``/api/layers`` at that
+snapshot (the page asks for the layers only once a step has settled for 1.5 s). Rounds alternate
 which goes first. The figure is the training loop's time (results.csv's seconds, summed
 over epochs: no start-up, no test evaluation), best against best and median against
 median, with the load average before each run; and, since a shared machine's noise can
@@ -79,6 +80,7 @@ class Poller:
             self.ask("/api/inspect", {"test_index": 0, "snapshot": step})
             self.ask("/api/timeline", {"test_index": 0})
             self.ask(f"/api/filters?snapshot={step}")
+            self.ask(f"/api/layers?snapshot={step}")
 
     def stop(self):
         self.done.set()

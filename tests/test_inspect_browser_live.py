@@ -191,6 +191,7 @@ def test_the_live_view_grows_with_the_training_and_the_slider_replays_it(
     _, api0 = request(url + "/api/predict", {"test_index": 0, "snapshot": 0})
     assert page.get_attribute("#verdict", "data-predicted") == str(api0["predicted"])
     assert "at step 0" in page.inner_text("#filters h3 >> nth=0")
+    page.wait_for_selector("#run-layers [data-step='0'] table")  # the layers at step 0
 
     # Play steps through the snapshots from step 0 by itself; a second click pauses
     page.click("#play")

@@ -353,3 +353,23 @@ def test_inspect_of_a_run_that_has_just_started_waits_for_its_first_snapshot(
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_layer_figures_at_a_snapshot_are_the_trainings_telemetry_on_test_images(trained, mnist):
+    from numpycnn.data import Normalization
+    from numpycnn.training import layer_telemetry
+
+    folder, params, _ = trained
+    saved = load_model(params)
+    net, norm = saved.model, Normalization.from_dict(saved.normalization)
+    x, y = norm.norm(mnist.test_images[:100]), mnist.test_labels[:100]
+    net.loss_on(x, y)
+    net.backward()
+    expected = json.loads(json.dumps(layer_telemetry(net, x)))
+    with served_run(folder, mnist) as url:
+        status, last = request(url + f"/api/layers?snapshot={STEPS}")
+        assert status == 200 and last["snapshot"] == STEPS and last["images"] == 100
+        assert last["layers"] == expected  # the engine's own figures, exactly
+        assert "dead_fraction" in last["layers"]["3-relu"]
+        _, first = request(url + "/api/layers?snapshot=0")
+        assert first["layers"]["2-conv2d"]["weight_norm"] != expected["2-conv2d"]["weight_norm"]

@@ -44,6 +44,8 @@ __all__ = [
 
 #: At most this many images are listed for one confusion-matrix cell.
 CELL_LIMIT = 200
+#: Test images the per-layer figures (``layer_figures``) are measured on.
+FIGURE_IMAGES = 256
 #: Longer per-batch cost histories are averaged in bins down to about this many points.
 COST_POINTS = 2000
 
@@ -118,7 +120,7 @@ class Inspector:
                 "no comparison with the training images: this cue is for MNIST-style digits"
             )
         self._test_set, self._threads = test_set, threads
-        self._confusion, self._lock = None, threading.Lock()
+        self._confusion, self._figures, self._lock = None, None, threading.Lock()
 
     def at(self, network, normalization):
         """This inspector with other parameters (a run's snapshot): ``network`` (an engine
@@ -128,7 +130,7 @@ class Inspector:
         other = copy.copy(self)
         other.saved = replace(self.saved, model=network, normalization=normalization.to_dict())
         other.model, other.norm = network, normalization
-        other._confusion, other._lock = None, threading.Lock()
+        other._confusion, other._figures, other._lock = None, None, threading.Lock()
         other.novelty = self.novelty
         return other
 
@@ -407,6 +409,28 @@ class Inspector:
                 matrix = confusion_matrix(labels, predicted, self.classes)
                 self._confusion = (probs, predicted, matrix)
         return self._confusion
+
+    def layer_figures(self, count=FIGURE_IMAGES):
+        """layers.csv's figures at these parameters, measured on the first ``count`` test
+        images: each layer's weight norm, the norm of the loss's weight gradient on them,
+        and each ReLU's dead fraction (units that none of them activates), as
+        ``training.layer_telemetry`` computes them, on a copy of the network. Cached."""
+        from ..engine import Sequential
+        from ..training import layer_telemetry
+
+        images, labels = self._test_arrays()
+        with self._lock:
+            if self._figures is None:
+                m = self.model
+                net = Sequential(
+                    m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype
+                )
+                net.flat_params[...] = m.flat_params
+                x = self.form.normalise(self.norm, images[:count])
+                net.loss_on(x, labels[:count])
+                net.backward()
+                self._figures = {"images": len(x), "layers": layer_telemetry(net, x)}
+        return self._figures
 
     def confusion(self):
         """The test set's confusion matrix (rows: true class, columns: predicted)."""

@@ -39,7 +39,8 @@ endian, which the page reads straight into typed arrays):
   ``kernel``, a flatten unit's ``from`` (channel, row, column). ``/api/model``'s layers
   carry their ``geometry`` (window kernel, stride, padding; elementwise; flatten ``from``
   shape; dense) for the page to walk regions itself.
-- ``GET /api/filters``, ``GET /api/history``.
+- ``GET /api/filters``, ``GET /api/history``; ``GET /api/layers``: each layer's weight
+  norm, loss-gradient norm and ReLU dead fraction on 256 test images (as layers.csv).
 - ``GET /api/run[?since=STEP]``, for a run folder (``run.RunView``): ``runlog.read_run``'s
   state with ``running``, ``finished`` and ``failed`` (failed or crashed) and ``epoch``
   (epochs done); ``since``: only the per-batch rows after that step. For a model file: 404,
@@ -404,6 +405,10 @@ class Handler(BaseHTTPRequestHandler):
     def history(self, url):
         self._json(self.server.inspector.history())
 
+    def layers(self, url):
+        ins, step = self._query_snapshot(url)
+        self._json({**ins.layer_figures(), "snapshot": step})
+
     def confusion(self, url):
         ins, step = self._query_snapshot(url)
         self._json({**ins.confusion(), "snapshot": step})
@@ -538,6 +543,7 @@ class Handler(BaseHTTPRequestHandler):
         "/api/filters": filters,
         "/api/history": history,
         "/api/confusion": confusion,
+        "/api/layers": layers,
         "/api/confusion/cell": confusion_cell,
         "/api/field": field,
         "/api/run": run,
