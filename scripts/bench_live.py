@@ -80,7 +80,8 @@ class Poller:
             self.ask("/api/inspect", {"test_index": 0, "snapshot": step})
             self.ask("/api/timeline", {"test_index": 0})
             self.ask(f"/api/filters?snapshot={step}")
-            self.ask(f"/api/layers?snapshot={step}")
+            if not self.new.wait(1.5):  # the layers, once the step has settled for 1.5 s
+                self.ask(f"/api/layers?snapshot={step}")
 
     def stop(self):
         self.done.set()

@@ -362,13 +362,13 @@ def test_layer_figures_at_a_snapshot_are_the_trainings_telemetry_on_test_images(
     folder, params, _ = trained
     saved = load_model(params)
     net, norm = saved.model, Normalization.from_dict(saved.normalization)
-    x, y = norm.norm(mnist.test_images[:100]), mnist.test_labels[:100]
+    x, y = norm.norm(mnist.test_images[:64]), mnist.test_labels[:64]
     net.loss_on(x, y)
     net.backward()
     expected = json.loads(json.dumps(layer_telemetry(net, x)))
     with served_run(folder, mnist) as url:
         status, last = request(url + f"/api/layers?snapshot={STEPS}")
-        assert status == 200 and last["snapshot"] == STEPS and last["images"] == 100
+        assert status == 200 and last["snapshot"] == STEPS and last["images"] == 64
         assert last["layers"] == expected  # the engine's own figures, exactly
         assert "dead_fraction" in last["layers"]["3-relu"]
         _, first = request(url + "/api/layers?snapshot=0")

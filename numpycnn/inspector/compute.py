@@ -44,8 +44,9 @@ __all__ = [
 
 #: At most this many images are listed for one confusion-matrix cell.
 CELL_LIMIT = 200
-#: Test images the per-layer figures (``layer_figures``) are measured on.
-FIGURE_IMAGES = 256
+#: Test images the per-layer figures (``layer_figures``) are measured on: a default batch,
+#: as layers.csv's are measured on the epoch's last batch.
+FIGURE_IMAGES = 64
 #: Longer per-batch cost histories are averaged in bins down to about this many points.
 COST_POINTS = 2000
 

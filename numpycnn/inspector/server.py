@@ -40,7 +40,7 @@ endian, which the page reads straight into typed arrays):
   carry their ``geometry`` (window kernel, stride, padding; elementwise; flatten ``from``
   shape; dense) for the page to walk regions itself.
 - ``GET /api/filters``, ``GET /api/history``; ``GET /api/layers``: each layer's weight
-  norm, loss-gradient norm and ReLU dead fraction on 256 test images (as layers.csv).
+  norm, loss-gradient norm and ReLU dead fraction on 64 test images (as layers.csv).
 - ``GET /api/run[?since=STEP]``, for a run folder (``run.RunView``): ``runlog.read_run``'s
   state with ``running``, ``finished`` and ``failed`` (failed or crashed) and ``epoch``
   (epochs done); ``since``: only the per-batch rows after that step. For a model file: 404,
