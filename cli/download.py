@@ -1,26 +1,52 @@
-"""``numpycnn download``: fetch and verify the MNIST files, nothing else."""
+"""``numpycnn download``: fetch and verify a data set's files, nothing else."""
 
 import click
 
-from numpycnn.data import fetch_mnist, resolve_data_dir, resolve_mirrors
+from numpycnn import datasets
+from numpycnn.data import resolve_data_dir, resolve_mirrors
+from numpycnn.datasource import load_data
 
 from .options import data_options, download_progress, quiet_option, reports_errors
 
+#: The data sets that are downloaded (a folder is the user's own).
+DOWNLOADABLE = [name for name in datasets.names() if name != "folder"]
+
 
 @click.command()
+@click.option(
+    "--dataset",
+    default="mnist",
+    show_default=True,
+    metavar="NAME",
+    help=f"The data set to fetch: {', '.join(DOWNLOADABLE)}.",
+)
 @data_options
 @quiet_option
 @reports_errors
-def download(data_dir, mirrors, quiet):
-    """Fetch the four MNIST files into DATA_DIR/mnist/ and verify them.
+def download(dataset, data_dir, mirrors, quiet):
+    """Fetch a data set's files into DATA_DIR/NAME/ and verify them (MNIST by the SHA-256
+    of each file's contents, the others by their publishers' MD5 of each file).
 
-    Files already cached and intact are not fetched again. Prints the path of each
-    verified file.
+    Files already cached and intact are not fetched again. Prints the folder of the
+    verified files (for MNIST, the path of each file, as before).
     """
-    paths = fetch_mnist(
-        resolve_data_dir(data_dir),
-        resolve_mirrors(mirrors),
-        progress=download_progress(quiet),
-    )
-    for path in paths.values():
-        click.echo(path)
+    if dataset == "folder" or dataset not in datasets.SOURCES:
+        if dataset == "folder":
+            raise click.ClickException(
+                "--dataset folder: a folder is your own images, nothing to download "
+                f"(downloadable: {', '.join(DOWNLOADABLE)})"
+            )
+        try:
+            datasets.get(dataset)
+        except ValueError as exc:
+            raise click.ClickException(f"--dataset: {exc}") from None
+    data_dir = resolve_data_dir(data_dir)
+    if dataset == "mnist":
+        from numpycnn.data import fetch_mnist
+
+        paths = fetch_mnist(data_dir, resolve_mirrors(mirrors), progress=download_progress(quiet))
+        for path in paths.values():
+            click.echo(path)
+        return
+    load_data(dataset, data_dir, resolve_mirrors(mirrors), download_progress(quiet))
+    click.echo(data_dir / dataset)

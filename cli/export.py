@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from numpycnn.export import FORMATS, export
+from numpycnn.export.common import stat_text
 
 from .options import reports_errors
 
@@ -23,7 +24,8 @@ def _summary(result):
         )
     elif result.format == "torch":
         lines += [
-            f"a state_dict; normalise the pixels first: (x - {norm['mean']:g}) / {norm['std']:g}; "
+            f"a state_dict; normalise the pixels first: (x - {stat_text(norm['mean'])}) / "
+            f"{stat_text(norm['std'])}; "
             f"output {shape(d['output']['shape'])}: {d['output']['meaning']}",
             "load it into (torch.nn as nn):",
             d["torch_source"],

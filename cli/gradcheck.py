@@ -45,7 +45,14 @@ def gradcheck(config_path, batch, samples, tolerance, seed):
     """
     config = load_config(config_path) if config_path else DEFAULT_RECIPE
     t = config.training
-    model = Sequential(config.network, loss=t.loss, init=t.init, dtype="float64", seed=t.seed)
+    model = Sequential(
+        config.network,
+        loss=t.loss,
+        init=t.init,
+        dtype="float64",
+        seed=t.seed,
+        input_shape=config.data.shape,
+    )
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch,) + model.input_shape)
     labels = rng.integers(0, model.output_shape[0], batch)

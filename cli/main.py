@@ -68,7 +68,8 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="numpycnn")
 def main():
-    """Train, evaluate and use a NumPy convolutional network on MNIST.
+    """Train, evaluate and use a NumPy convolutional network on MNIST, Fashion-MNIST,
+    KMNIST, CIFAR-10 or a folder of your own images.
 
     Every layer's forward and backward pass is hand-written NumPy, checked
     against numerical gradients and against PyTorch.

@@ -37,15 +37,17 @@ def data_options(command):
         "mirrors",
         multiple=True,
         metavar="URL",
-        help="MNIST mirror (URL prefix, file:// URL or directory); repeatable, tried in "
-        "order. Overrides $NUMPYCNN_MIRROR (space-separated) and the configured mirrors.",
+        help="Mirror of the data set (URL prefix, file:// URL or directory); repeatable, "
+        "tried in order. Overrides $NUMPYCNN_MIRROR (space-separated) and the configured "
+        "mirrors.",
     )(command)
     return click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
         metavar="DIR",
-        help="Download cache; MNIST goes in DIR/mnist/. Overrides $NUMPYCNN_DATA_DIR and "
-        "the configured one; default data/.",
+        help="Download and decoding cache; MNIST goes in DIR/mnist/, each other set in "
+        "DIR/NAME/, decoded folders in DIR/folders/. Overrides $NUMPYCNN_DATA_DIR and the "
+        "configured one; default data/.",
     )(command)
 
 
@@ -128,6 +130,28 @@ def download_progress(quiet):
     if not quiet and not sys.stderr.isatty():
         return DownloadLine
     return progress_factory(quiet, unit="B", unit_scale=True, unit_divisor=1024)
+
+
+class DecodeLine(DownloadLine):
+    """A folder's decoding where no bar can be drawn: one line as it starts, so a log
+    shows why the first run of a folder takes longer."""
+
+    def __init__(self, desc, total=None):
+        count = "" if total is None else f" ({total:,} images, once: then cached)"
+        click.echo(f"{desc}{count}", err=True)
+
+
+def decode_progress(quiet):
+    """A progress factory for decoding a folder of images: on a terminal a bar of images;
+    elsewhere one line (``DecodeLine``); none with --quiet."""
+    if not quiet and not sys.stderr.isatty():
+        return DecodeLine
+    return progress_factory(quiet, unit="image")
+
+
+def warn(text):
+    """A warning of the data (images skipped, a cache not written): one line on stderr."""
+    click.echo(f"warning: {' '.join(str(text).split())}", err=True)
 
 
 def reports_errors(command):

@@ -1,4 +1,4 @@
-"""The evaluation figure: confusion matrix, per-digit recall, training cost curve."""
+"""The evaluation figure: confusion matrix, per-class recall, training cost curve."""
 
 from pathlib import Path
 
@@ -28,16 +28,20 @@ def plot_report(report, cost, path):
     path = Path(path)
     confusion = np.array(report["confusion"])
     recall = [row["recall"] or 0.0 for row in report["per_class"].values()]
+    names = list(report["per_class"])
+    ticks = range(len(names))
     fig, (ax_cm, ax_recall, ax_cost) = plt.subplots(1, 3, figsize=(16, 4.8))
 
     ax_cm.imshow(np.log1p(confusion), cmap="Blues")
     ax_cm.set(
         title="confusion matrix",
         xlabel="predicted",
-        ylabel="true digit",
-        xticks=range(10),
-        yticks=range(10),
+        ylabel="true class",
+        xticks=ticks,
+        yticks=ticks,
     )
+    ax_cm.set_xticklabels(names, rotation=90 if max(map(len, names)) > 2 else 0)
+    ax_cm.set_yticklabels(names)
     for (t, p), count in np.ndenumerate(confusion):
         if count:
             ax_cm.text(
@@ -50,15 +54,16 @@ def plot_report(report, cost, path):
                 color="white" if t == p else "black",
             )
 
-    ax_recall.bar(range(10), recall, color="tab:blue")
+    ax_recall.bar(ticks, recall, color="tab:blue")
     low = max(0.0, min(recall) - 0.02)
     ax_recall.set(
-        title=f"recall per digit (accuracy {100 * report['accuracy']:.2f}%)",
-        xlabel="digit",
+        title=f"recall per class (accuracy {100 * report['accuracy']:.2f}%)",
+        xlabel="class",
         ylabel="recall",
-        xticks=range(10),
+        xticks=ticks,
         ylim=(low, 1.0),
     )
+    ax_recall.set_xticklabels(names, rotation=90 if max(map(len, names)) > 2 else 0)
 
     if len(cost):
         cost = np.asarray(cost, dtype=float)

@@ -18,12 +18,14 @@ from . import interrupts
 from .options import (
     config_option,
     data_options,
+    decode_progress,
     download_progress,
     progress_factory,
     quiet_option,
     remove_stale_segments,
     reports_errors,
     threads_option,
+    warn,
 )
 
 
@@ -152,7 +154,7 @@ def train(
     live,
     no_browser,
 ):
-    """Train a network on MNIST and save it.
+    """Train a network on the config's data set (MNIST by default) and save it.
 
     Each run gets a folder of its own, runs/NAME (NAME-2, NAME-3, ... if taken), with the
     resolved config (config.yaml), a checkpoint after every epoch (last.pkl), the best one
@@ -161,16 +163,18 @@ def train(
     The final model is saved to --out (default: the config's output.params, else NAME.pkl
     after the run's name: default.pkl, best.pkl), and the last line says so.
 
-    Downloads MNIST if needed and trains with a progress bar on stderr, printing one line
-    per epoch. Ctrl-C (or SIGTERM) stops between batches, saves last.pkl and exits with
-    status 130 (143); a second one stops at once. --resume RUN continues it with the same
-    result as an uninterrupted run.
+    Downloads the data set if needed (or decodes a folder's images, once, into the data
+    directory's cache; unreadable images are skipped with one warning) and trains with a
+    progress bar on stderr, printing one line per epoch. Ctrl-C (or SIGTERM) stops between
+    batches, saves last.pkl and exits with status 130 (143); a second one stops at once.
+    --resume RUN continues it with the same result as an uninterrupted run.
 
     \b
     Examples:
       numpycnn train --config default         # a built-in config: numpycnn configs
       numpycnn train -c best --name best-seed1 --seed 1   # -> best-seed1.pkl
       numpycnn train --resume runs/default
+      numpycnn train -c cifar10 --workers 2          # a colour network, downloads CIFAR-10
     """
     if resume is not None and (
         config_path or any(v is not None for v in (batch_size, lr, seed, limit, name, runs_dir))
@@ -242,6 +246,8 @@ def train(
                 on_epoch=on_epoch,
                 should_stop=lambda: interrupts.requested() is not None,
                 download_progress=download_progress(quiet),
+                decode_progress=decode_progress(quiet),
+                on_warning=warn,
             ),
             threads=threads,
             workers=workers,

@@ -8,6 +8,7 @@ and model file come out of either. Nothing here prints; progress reaches the cal
     result = numpycnn.train("default", epochs=1)   # a built-in config, or a file's path
     model = numpycnn.load("default.pkl")
     model.predict(["seven.png"])            # -> array([7])
+    model.predict_names(["seven.png"])      # -> ['7'] (a folder's model: its class names)
 """
 
 import math
@@ -18,20 +19,12 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
-from . import parallel, runlog, runs
+from . import modelinput, parallel, runlog, runs
 from .allocator import keep_freed_blocks
 from .config import DEFAULT_RECIPE, Config, find_config, load_config
-from .data import (
-    DEFAULT_MIRRORS,
-    Normalization,
-    load_mnist,
-    resolve_data_dir,
-    resolve_mirrors,
-)
+from .data import DEFAULT_MIRRORS, Normalization, resolve_data_dir, resolve_mirrors
+from .datasource import check_same_data, load_data
 from .engine import Sequential
-from .imageprep import load_digit
 from .modelfile import (
     MNIST_SOURCE,
     ModelFileError,
@@ -56,7 +49,10 @@ class Callbacks:
     running_accuracy)`` after every batch; ``on_epoch(trainer, stats, folder)`` after every
     epoch, once its checkpoint is written; ``should_stop()`` is asked between batches and
     stops the run cleanly (checkpoint saved) when true; ``download_progress`` is a
-    tqdm-like factory for the MNIST download.
+    tqdm-like factory for the data set's download (bytes), ``decode_progress`` one for
+    decoding a folder of images (images); ``on_warning(text)`` gets each warning of the
+    data (images skipped, a cache not written): the library never prints, so a caller
+    that sets none sees none.
     """
 
     on_start: Callable | None = None
@@ -64,6 +60,8 @@ class Callbacks:
     on_epoch: Callable | None = None
     should_stop: Callable | None = None
     download_progress: Callable | None = None
+    decode_progress: Callable | None = None
+    on_warning: Callable | None = None
 
 
 @dataclass
@@ -224,8 +222,13 @@ def train(
         config = config.with_overrides(data_dir=os.fspath(data_dir), mirrors=recorded)
         _check_writable(Path(config.output.params))
 
-        mnist = load_mnist(data_dir, mirrors, progress=cb.download_progress)
-        run = prepare(config, mnist, checkpoint)
+        ds = load_data(
+            config.data.source(config.training.seed), data_dir, mirrors,
+            cb.download_progress, cb.decode_progress, cb.on_warning,
+        )  # fmt: skip
+        if checkpoint is not None:
+            check_same_data(checkpoint.data_source, ds.source, path)
+        run = prepare(config, ds, checkpoint)
         if folder is None:  # a new run claims its folder once its setup has succeeded
             name = config.output.name or DEFAULT_NAME
             folder = runs.RunFolder.create(config.output.runs_dir, name)
@@ -240,7 +243,14 @@ def train(
         if int(workers) > 1:
             t = run.trainer
             pool = hold.enter_context(
-                parallel.WorkerPool(run.model, t.x, t.y, workers=int(workers), augment=t.augment)
+                parallel.WorkerPool(
+                    run.model,
+                    t.x,
+                    t.y,
+                    workers=int(workers),
+                    augment=t.augment,
+                    normalize=t.normalize,
+                )  # fmt: skip
             )
             t.use_pool(pool)
         # steps.csv, snapshots/ and status.json, for a page that follows or replays the run
@@ -250,7 +260,7 @@ def train(
             source=source and source.path,
         ) as recorder:  # fmt: skip
             cb = replace(cb, on_batch=recorder.chain(cb.on_batch))
-            result = _train(run, mnist, config, folder, resumed_from, cb, threads, pool)
+            result = _train(run, ds, config, folder, resumed_from, cb, threads, pool)
             recorder.end("finished" if result.finished else "stopped")
         return result
 
@@ -299,7 +309,7 @@ def _check_epochs_on_resume(config, state, epochs, path):
         )
 
 
-def _train(run, mnist, config, folder, resumed_from, cb, threads, pool):
+def _train(run, ds, config, folder, resumed_from, cb, threads, pool):
     """The training run proper, in its locked run folder."""
     model, trainer, norm = run.model, run.trainer, run.normalization
     folder.write_config(config.to_dict())
@@ -318,7 +328,10 @@ def _train(run, mnist, config, folder, resumed_from, cb, threads, pool):
 
     def save(path, **extra):
         history = [asdict(s) for s in trainer.history]
-        save_model(path, model, norm, trainer.cost, config.to_dict(), history=history, **extra)
+        save_model(
+            path, model, norm, trainer.cost, config.to_dict(), history=history,
+            data_source=ds.source, class_names=ds.class_names, **extra,
+        )  # fmt: skip
         return path
 
     def save_checkpoint(path, **extra):
@@ -349,7 +362,13 @@ def _train(run, mnist, config, folder, resumed_from, cb, threads, pool):
         return result
 
     test = evaluate(
-        model, norm.norm(mnist.test_images), mnist.test_labels, threads=threads, pool=pool
+        model,
+        norm.norm(ds.test_images),
+        ds.test_labels,
+        classes=ds.num_classes,
+        threads=threads,
+        pool=pool,
+        class_names=ds.class_names,
     )
     final = trainer.history[-1] if trainer.history else None
     result.metrics = {
@@ -407,28 +426,30 @@ class Model:
 
     def _inputs(self, images):
         """Normalised network input from image files or raw pixel arrays."""
-        if isinstance(images, (str, os.PathLike)):
-            images = [images]
-        if (
-            isinstance(images, (list, tuple))
-            and images
-            and isinstance(images[0], (str, os.PathLike))
-        ):
-            images = np.stack([load_digit(path) for path in images])
-        images = np.asarray(images)
-        if images.dtype.kind not in "uif":
-            raise ValueError(f"expected image files or pixel arrays, got {images.dtype} data")
-        return self.normalization.norm(images)
+        pixels = modelinput.prepare(images, self.data_source, self.network.input_shape)
+        return self.normalization.norm(pixels)
 
     def predict_proba(self, images, threads=1):
-        """Class probabilities (N, 10) for ``images``: a file path or a list of them (any
-        image ``numpycnn predict`` takes, prepared the same way), or pixel arrays (N, 28, 28)
-        or (28, 28) valued 0-255 as in MNIST, light digit on dark."""
+        """Class probabilities (N, classes) for ``images``: a file path or a list of them
+        (any image ``numpycnn predict`` takes, prepared as the model's training data was:
+        ``numpycnn.modelinput``), or pixel arrays valued 0-255: (N, C, H, W), or (N, H, W)
+        and (H, W) for a grey model (an MNIST model's as in MNIST, light digit on dark)."""
         return self.network.predict_proba(self._inputs(images), threads=threads)
 
     def predict(self, images, threads=1):
-        """The most likely digit of each image (see ``predict_proba``)."""
+        """The most likely class of each image, as its index (see ``predict_proba``);
+        ``class_names[i]`` names class i, and ``predict_names`` gives the names at once.
+
+        It returns indices, not names, so that code written for MNIST models, which
+        compares the result with digits or uses it as an index, keeps working unchanged
+        (for MNIST the names are the digits' strings, "7" rather than 7)."""
         return self.predict_proba(images, threads=threads).argmax(axis=1)
+
+    def predict_names(self, images, threads=1):
+        """The name of the most likely class of each image (a list of str), from the
+        class names recorded in the model file: a folder's class folders, Fashion-MNIST's
+        "Sneaker", MNIST's "7"."""
+        return [self.class_names[k] for k in self.predict(images, threads=threads)]
 
 
 def load(path):

@@ -8,9 +8,13 @@ exists.
 
 - ``network``: a list of layer specs for the engine, e.g. ``{type: conv2d, filters: 8, kernel:
   5}``; the reference network by default.
-- ``data``: data_dir, mirrors, limit, validation, normalization, and ``augment``: null or a
-  mapping of shift (pixels), rotate (degrees) and scale (fraction) for random moves of the
-  training images.
+- ``data``: dataset (mnist, fashion-mnist, kmnist, cifar10 or folder, with a folder's path,
+  input_shape, test_fraction and resize), data_dir, mirrors, limit, validation,
+  normalization, and ``augment``: null or a mapping of shift (pixels, at most half the
+  image's side), rotate (degrees), scale (fraction) and flip (true or a probability) for
+  random changes of the training images. The network is checked on the data's input
+  shape, and its last layer against the data's class count (a folder's class folders are
+  counted without reading an image).
 - ``training``: epochs, batch_size, loss, init, dtype, seed, lr_decay (per-epoch factor of
   the learning rate), ``optimizer``, a mapping with ``name`` and that optimiser's
   hyperparameters, and ``schedule``, a mapping with ``name`` (exponential, cosine, onecycle)
@@ -58,6 +62,19 @@ from .engine.model import (
 NORMALIZATIONS = ("reference", "standard", "unit")
 MNIST_TRAIN_IMAGES = 60_000
 MNIST_CLASSES = 10
+#: The fixed data sets' training images, input shape and class count (a folder's are known
+#: only from the folder: ``datasets.folder``).
+FIXED_SETS = {
+    "mnist": (MNIST_TRAIN_IMAGES, MNIST_SHAPE, MNIST_CLASSES),
+    "fashion-mnist": (60_000, (1, 28, 28), 10),
+    "kmnist": (60_000, (1, 28, 28), 10),
+    "cifar10": (50_000, (3, 32, 32), 10),
+}
+FOLDER = "folder"
+FOLDER_DEFAULTS = {"input_shape": (1, 28, 28), "test_fraction": 0.2, "resize": "fit"}
+RESIZES = ("fit", "stretch")
+#: ``augment.flip: true`` flips each training image left to right with this probability.
+FLIP_TRUE = 0.5
 SECTIONS = ("network", "data", "training", "output")
 EXTENSIONS = (".yaml", ".yml", ".ini")
 
@@ -78,16 +95,21 @@ class AugmentConfig:
     shift: float = 0.0
     rotate: float = 0.0
     scale: float = 0.0
+    flip: float = 0.0  # probability of a left-right mirror image (``flip: true`` is 0.5)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where MNIST comes from and how much of it to use.
+    """Which data set to train on, where it comes from and how much of it to use.
 
-    ``limit``: train on the first N training images (None: all not held out);
-    ``validation``: validate on the next N, never trained on (so limit + validation may not
-    exceed 60,000); ``mirrors``: download URLs (empty: the loader's defaults); ``augment``:
-    None, or the random moves applied to the training images (never to validation or test).
+    ``dataset``: a name of ``numpycnn.datasets`` (mnist, fashion-mnist, kmnist, cifar10,
+    folder); ``path``, ``input_shape`` [C, H, W], ``test_fraction`` and ``resize`` (fit or
+    stretch) describe a folder and are refused for the fixed sets (``input_shape`` is
+    accepted there when it is the set's own). ``limit``: train on the first N training
+    images (None: all not held out); ``validation``: validate on the next N, never trained
+    on (limit + validation may not exceed the set's training images); ``mirrors``: download
+    URLs of the chosen set (empty: its defaults); ``augment``: None, or the random moves
+    applied to the training images (never to validation or test).
     """
 
     data_dir: str = "data"
@@ -96,6 +118,34 @@ class DataConfig:
     validation: int = 5000
     normalization: str = "standard"
     augment: AugmentConfig | None = None
+    dataset: str = "mnist"
+    path: str | None = None
+    input_shape: tuple[int, ...] | None = None  # None: the set's own (a folder's: 1x28x28)
+    test_fraction: float = 0.2
+    resize: str = "fit"
+
+    @property
+    def shape(self):
+        """The (C, H, W) of one image of this data (for a folder, as decoded)."""
+        if self.input_shape is not None:
+            return tuple(self.input_shape)
+        if self.dataset == FOLDER:
+            return FOLDER_DEFAULTS["input_shape"]
+        return FIXED_SETS[self.dataset][1]
+
+    def source(self, seed=0):
+        """The source description ``numpycnn.datasets.load`` takes: the set's name, or for
+        a folder its path, shape, split (``seed``: the run's, recorded) and resize."""
+        if self.dataset != FOLDER:
+            return self.dataset
+        return {
+            "dataset": FOLDER,
+            "path": self.path,
+            "input_shape": list(self.shape),
+            "test_fraction": self.test_fraction,
+            "resize": self.resize,
+            "seed": int(seed),
+        }
 
 
 @dataclass(frozen=True)
@@ -191,6 +241,9 @@ class Config:
             "data": {
                 **dataclasses.asdict(self.data),
                 "mirrors": list(self.data.mirrors),
+                "input_shape": None
+                if self.data.input_shape is None
+                else list(self.data.input_shape),
                 "augment": None if augment is None else dataclasses.asdict(augment),
             },
             "training": {
@@ -409,6 +462,8 @@ def _ini_value(cls, key, text):
         return text
     if kind == tuple[str, ...]:
         return [part.strip() for part in text.split(",") if part.strip()]
+    if kind == tuple[int, ...] | None and text.lower() not in ("null", "none"):
+        return [_ini_scalar(part.strip()) for part in text.strip("[]").split(",")]
     return _ini_scalar(text)
 
 
@@ -548,31 +603,99 @@ def _bounded(where, value, low, high, high_open=False):
     return number
 
 
-def _augment(raw):
+def _flip(where, value):
+    """``flip``: true (probability 0.5), false, or a probability in [0, 1]."""
+    if isinstance(value, str) and value.lower() in _BOOLEANS:  # INI's true/false/yes/no
+        value = _BOOLEANS[value.lower()]
+    if isinstance(value, bool):
+        return FLIP_TRUE if value else 0.0
+    return _bounded(where, value, 0, 1)
+
+
+_BOOLEANS = configparser.ConfigParser.BOOLEAN_STATES
+
+
+def _augment(raw, shape):
+    """The augmentation; ``shift`` may move an image by at most half its smaller side."""
     if raw is None:
         return None
     v = _section(raw, AugmentConfig, "data.augment")
     return AugmentConfig(
-        shift=_bounded("data.augment.shift", v["shift"], 0, 14),
+        shift=_bounded("data.augment.shift", v["shift"], 0, min(shape[1:]) // 2),
         rotate=_bounded("data.augment.rotate", v["rotate"], 0, 180),
         scale=_bounded("data.augment.scale", v["scale"], 0, 1, high_open=True),
+        flip=_flip("data.augment.flip", v["flip"]),
     )
+
+
+def _input_shape(where, value):
+    """[C, H, W] with C 1 or 3 and sides 1 to 1024 (``datasets.folder``'s rule)."""
+    from .datasets.folder import _check_shape
+
+    try:
+        return _check_shape(value)
+    except ValueError as exc:
+        raise _Problem(f"{where}: {exc}") from None
+
+
+def _dataset(v):
+    """(dataset, path, input_shape, test_fraction, resize), checked against the set."""
+    from . import datasets
+
+    name = v["dataset"]
+    try:
+        datasets.get(name)
+    except ValueError as exc:
+        raise _Problem(f"data.dataset: {exc}") from None
+    shape = None if v["input_shape"] is None else _input_shape("data.input_shape", v["input_shape"])
+    fraction = _number("data.test_fraction", v["test_fraction"])
+    if not 0 < fraction < 1:
+        raise _Problem(f"data.test_fraction: expected a number in (0, 1), got {fraction!r}")
+    resize = _choice("data.resize", v["resize"], RESIZES)
+    if name == FOLDER:
+        if v["path"] is None:
+            raise _Problem("data.path: dataset folder needs the folder's path (data.path: DIR)")
+        return name, _text("data.path", v["path"]), shape, fraction, resize
+    if v["path"] is not None:
+        raise _Problem(f"data.path: only for dataset: folder (dataset {name} is downloaded)")
+    own = FIXED_SETS[name][1]
+    if shape is not None and shape != own:
+        raise _Problem(
+            f"data.input_shape: {list(shape)} is not {name}'s own shape {list(own)} "
+            "(input_shape chooses the size of folder images only)"
+        )
+    for key, value in (("test_fraction", fraction), ("resize", resize)):
+        if value != FOLDER_DEFAULTS[key]:
+            raise _Problem(f"data.{key}: only for dataset: folder ({name} has its own test set)")
+    return name, None, shape, fraction, resize
 
 
 def _data(raw):
     v = _section(raw, DataConfig, "data")
+    dataset, path, shape, fraction, resize = _dataset(v)
+    known = FIXED_SETS.get(dataset, (None,))[0]  # a folder's size is known at load time
+    cap = MNIST_TRAIN_IMAGES if known is None else known
     data = DataConfig(
         data_dir=_text("data.data_dir", v["data_dir"]),
         mirrors=_texts("data.mirrors", v["mirrors"]),
-        limit=_integer("data.limit", v["limit"], 1, MNIST_TRAIN_IMAGES, optional=True),
-        validation=_integer("data.validation", v["validation"], 0, MNIST_TRAIN_IMAGES - 1),
+        limit=_integer("data.limit", v["limit"], 1, known, optional=True),
+        validation=_integer(
+            "data.validation", v["validation"], 0, None if known is None else known - 1
+        ),
         normalization=_choice("data.normalization", v["normalization"], NORMALIZATIONS),
-        augment=_augment(v["augment"]),
+        augment=None,
+        dataset=dataset,
+        path=path,
+        input_shape=shape,
+        test_fraction=fraction,
+        resize=resize,
     )
-    if data.limit is not None and data.limit + data.validation > MNIST_TRAIN_IMAGES:
+    data = dataclasses.replace(data, augment=_augment(v["augment"], data.shape))
+    if known is not None and data.limit is not None and data.limit + data.validation > cap:
+        label = "MNIST" if dataset == "mnist" else dataset
         raise _Problem(
             f"data: limit {data.limit} plus validation {data.validation} exceeds the "
-            f"{MNIST_TRAIN_IMAGES} MNIST training images"
+            f"{cap} {label} training images"
         )
     return data
 
@@ -705,23 +828,65 @@ def _layer(spec, where):
         raise _Problem(f"{where} ({kind}): {exc}") from None
 
 
-def _network(raw, training, layer_where):
-    """The canonical layer specs, checked layer by layer on the MNIST input shape."""
+def folder_classes(path):
+    """The class folders' count of an image folder (``datasets.folder``'s layout), listed
+    without reading any image; None when the folder cannot be listed (then loading it says
+    why)."""
+    from .datasets.folder import _subfolders
+
+    root = Path(path).expanduser()
+    train = root / "train"
+    try:
+        return len(_subfolders(train if train.is_dir() else root))
+    except Exception:  # noqa: BLE001 - missing or unreadable: the load reports it
+        return None
+
+
+def data_description(data):
+    """How errors name the data: 'the 1x28x28 MNIST image', 'data folder 'pets''."""
+    c, h, w = data.shape
+    if data.dataset == FOLDER:
+        return f"the {c}x{h}x{w} image of data folder {Path(data.path).name!r}"
+    return f"the {c}x{h}x{w} {'MNIST' if data.dataset == 'mnist' else data.dataset} image"
+
+
+def check_classes(outputs, classes, data, last):
+    """A one-line _Problem unless the network's ``outputs`` scores match the data's
+    ``classes``; ``last`` names the last layer ('network[8] (dense)')."""
+    if outputs == (classes,):
+        return
+    what = (
+        f"data folder {Path(data.path).name!r} has {classes} classes"
+        if data.dataset == FOLDER
+        else ("MNIST needs" if data.dataset == "mnist" else f"{data.dataset} needs")
+        + f" {classes} class scores"
+    )
+    raise _Problem(f"network: the last layer, {last}, gives shape {outputs}, but {what}")
+
+
+def _network(raw, training, layer_where, data=None):
+    """The canonical layer specs, checked layer by layer on the data's input shape, and the
+    last layer against its class count (a folder's: its class folders, when listable)."""
+    data = DataConfig() if data is None else data
     if not isinstance(raw, list) or not raw:
         raise _Problem(f"network: expected a non-empty list of layer specs, got {raw!r:.60}")
     layers = [_layer(spec, layer_where(i)) for i, spec in enumerate(raw)]
     try:
-        shapes = infer_shapes(layers, MNIST_SHAPE, layer_where, "the 1x28x28 MNIST image")
+        shapes = infer_shapes(layers, data.shape, layer_where, data_description(data))
     except ValueError as exc:
         raise _Problem(str(exc)) from None
     specs, shape = [layer.spec() for layer in layers], shapes[-1][2]
-    if shape != (MNIST_CLASSES,):
-        raise _Problem(
-            f"network: the last layer gives shape {shape}, but MNIST needs {MNIST_CLASSES} "
-            "class scores"
-        )
+    if data.dataset == FOLDER:
+        classes = folder_classes(data.path)
+    else:
+        classes = FIXED_SETS[data.dataset][2]
+    if classes is not None:
+        check_classes(shape, classes, data, f"{layer_where(len(layers) - 1)} ({layers[-1].kind})")
     try:
-        Sequential(specs, loss=training.loss, init=training.init, dtype=training.dtype)
+        Sequential(
+            specs, loss=training.loss, init=training.init, dtype=training.dtype,
+            input_shape=data.shape,
+        )  # fmt: skip
     except ValueError as exc:
         raise _Problem(f"network: {exc}") from None
     return tuple(specs)
@@ -781,12 +946,18 @@ def _parse(raw, source, ini=False):
             "schedule" if ini else "training.schedule",
         )
         layer_where = (lambda i: f"layer.{i + 1}") if ini else (lambda i: f"network[{i}]")
-        network = _reference_specs()
-        if raw.get("network") is not None:
-            network = _network(raw["network"], training, layer_where)
+        data = _data(raw.get("data"))
+        network = raw.get("network")
+        if network is None and data.shape != MNIST_SHAPE:
+            raise _Problem(
+                f"network: the default network takes 1x28x28 images, but {data_description(data)}"
+                " differs: write a network for it (configs/cifar10.yaml is one for 3x32x32)"
+            )
+        network = list(_reference_specs()) if network is None else network
+        network = _network(network, training, layer_where, data)
         return Config(
             network=network,
-            data=_data(raw.get("data")),
+            data=data,
             training=training,
             output=_output(raw.get("output")),
         )

@@ -505,25 +505,42 @@ class Normalization:
 
     ``reference`` truncates the training mean and standard deviation to integers, as the
     reference network does; ``standard`` keeps them as floats; ``unit`` scales to [0, 1].
+    For colour images ``standard`` has one mean and one deviation per channel (tuples of
+    C floats, as torchvision's ``Normalize(mean=[...], std=[...])``); grey images and the
+    other strategies keep one float each, so MNIST models and their files are unchanged.
     It is stored with a trained model so that eval and predict normalise the same way.
     """
 
     strategy: str
-    mean: float
-    std: float
+    mean: float | tuple
+    std: float | tuple
 
     def __post_init__(self):
         if self.strategy not in NORMALIZATIONS:
             known = ", ".join(NORMALIZATIONS)
             raise ValueError(f"unknown normalization {self.strategy!r} (known: {known})")
-        if not np.isfinite(self.mean):
+        mean, std = np.asarray(self.mean, dtype=np.float64), np.asarray(self.std, np.float64)
+        if mean.ndim > 1 or mean.shape != std.shape or mean.size == 0:
+            raise ValueError(
+                f"normalization mean and std must be two numbers or two lists of one number "
+                f"per channel, got {self.mean!r} and {self.std!r}"
+            )
+        if not np.isfinite(mean).all():
             raise ValueError(f"normalization mean must be finite, got {self.mean!r}")
-        if not (np.isfinite(self.std) and self.std > 0):
+        if not (np.isfinite(std).all() and (std > 0).all()):
             raise ValueError(f"normalization std must be finite and > 0, got {self.std!r}")
+        if mean.ndim:  # lists (from a file) become tuples: hashable, comparable
+            object.__setattr__(self, "mean", tuple(float(v) for v in mean))
+            object.__setattr__(self, "std", tuple(float(v) for v in std))
+
+    @property
+    def per_channel(self):
+        return isinstance(self.mean, tuple)
 
     @classmethod
     def fit(cls, strategy, images):
-        """The normalisation ``strategy`` with statistics of uint8 training images.
+        """The normalisation ``strategy`` with statistics of uint8 training images, (N, H,
+        W) or (N, C, H, W); per channel for ``standard`` on C > 1.
 
         Statistics come from the pixel histogram: exact, and with no full-size temporary.
         """
@@ -534,28 +551,50 @@ class Normalization:
             raise ValueError(
                 f"fitting a normalization needs uint8 images, got {images.dtype} {images.shape}"
             )
-        counts = _pixel_histogram(images)
-        values = np.arange(256, dtype=np.float64)
-        mean = counts @ values / images.size
-        std = float(np.sqrt(counts @ (values - mean) ** 2 / images.size))
+        if strategy == "standard" and images.ndim == 4 and images.shape[1] > 1:
+            stats = [_moments(images[:, c]) for c in range(images.shape[1])]
+            return cls(strategy, tuple(m for m, _ in stats), tuple(s for _, s in stats))
+        mean, std = _moments(images)
         if strategy == "reference":
             mean, std = int(mean), int(std)
         return cls(strategy, float(mean), float(std))
 
+    def _shaped(self, value, channels):
+        """``value`` as float32 broadcasting over (N, C, H, W)."""
+        if not isinstance(value, tuple):
+            return np.float32(value)
+        if len(value) != channels:
+            raise ValueError(
+                f"this normalization is for {len(value)} channels, the images have {channels}"
+            )
+        return np.asarray(value, dtype=np.float32).reshape(1, -1, 1, 1)
+
     def norm(self, images):
-        """Images (N, H, W) or one (H, W), pixel values 0-255, as float32 (N, 1, H, W)."""
+        """Images (N, C, H, W), (N, H, W) or one (H, W) (one channel), pixel values 0-255,
+        as float32 (N, C, H, W)."""
         x = np.asarray(images)
         if x.ndim == 2:
             x = x[None]
-        if x.ndim != 3:
-            raise ValueError(f"expected images of shape (N, 28, 28) or (28, 28), got {x.shape}")
-        out = x[:, None].astype(np.float32)
-        out -= np.float32(self.mean)
-        out /= np.float32(self.std)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4:
+            raise ValueError(
+                f"expected images (N, C, H, W), (N, H, W) or (H, W), got shape {x.shape}"
+            )
+        out = x.astype(np.float32)
+        out -= self._shaped(self.mean, x.shape[1])
+        out /= self._shaped(self.std, x.shape[1])
         return out
+
+    def blank(self, channels=1):
+        """The normalised value of a black pixel: a float, or a tuple of one per channel."""
+        value = self.norm(np.zeros((1, channels, 1, 1), dtype=np.uint8)).reshape(channels)
+        return tuple(float(v) for v in value) if self.per_channel else float(value[0])
 
     def to_dict(self):
         """A plain dict to store inside a model file."""
+        if self.per_channel:
+            return {"strategy": self.strategy, "mean": list(self.mean), "std": list(self.std)}
         return {"strategy": self.strategy, "mean": float(self.mean), "std": float(self.std)}
 
     @classmethod
@@ -566,8 +605,22 @@ class Normalization:
         missing = [key for key in ("strategy", "mean", "std") if key not in d]
         if missing:
             raise ValueError(f"normalization is missing key(s): {', '.join(missing)}")
+
+        def number(v):
+            if isinstance(v, (list, tuple)):
+                return tuple(float(x) for x in v)
+            return float(v)
+
         try:
-            mean, std = float(d["mean"]), float(d["std"])
+            mean, std = number(d["mean"]), number(d["std"])
         except (TypeError, ValueError):
             raise ValueError(f"normalization mean/std must be numbers, got {d!r}") from None
         return cls(str(d["strategy"]), mean, std)
+
+
+def _moments(images):
+    """(mean, standard deviation) of uint8 pixels, from their histogram."""
+    counts = _pixel_histogram(images)
+    values = np.arange(256, dtype=np.float64)
+    mean = counts @ values / images.size
+    return float(mean), float(np.sqrt(counts @ (values - mean) ** 2 / images.size))

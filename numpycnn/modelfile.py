@@ -163,21 +163,37 @@ def _real(value):
     return True
 
 
+#: Most channels a per-channel normalisation may list (RGB).
+MAX_CHANNELS = 3
+
+
+def _per_channel(value):
+    """A list of 1 to MAX_CHANNELS reals (per-channel statistics), else None."""
+    if isinstance(value, (list, tuple)) and 1 <= len(value) <= MAX_CHANNELS:
+        if all(_real(v) for v in value):
+            return [float(v) for v in value]
+    return None
+
+
 def _normalization(value):
-    """A normalisation dict (or object with ``to_dict``) as plain {strategy, mean, std}."""
+    """A normalisation dict (or object with ``to_dict``) as plain {strategy, mean, std}:
+    numbers, or lists of one number per channel (colour models' statistics)."""
     value = value.to_dict() if hasattr(value, "to_dict") else value
-    if (
-        not isinstance(value, dict)
-        or value.get("strategy") not in NORMALIZATIONS
-        or not _real(value.get("mean"))
-        or not _real(value.get("std"))
-        or not value["std"] > 0
-    ):
-        raise _Problem(
-            f"normalization must be {{strategy: {' | '.join(NORMALIZATIONS)}, mean: number, "
-            f"std: number > 0}}, got {_show(value)}"
-        )
-    return {"strategy": value["strategy"], "mean": float(value["mean"]), "std": float(value["std"])}
+    ok = isinstance(value, dict) and value.get("strategy") in NORMALIZATIONS
+    if ok and _real(value.get("mean")) and _real(value.get("std")) and value["std"] > 0:
+        return {
+            "strategy": value["strategy"],
+            "mean": float(value["mean"]),
+            "std": float(value["std"]),
+        }
+    mean = _per_channel(value.get("mean")) if ok else None
+    std = _per_channel(value.get("std")) if ok else None
+    if mean and std and len(mean) == len(std) and all(s > 0 for s in std):
+        return {"strategy": value["strategy"], "mean": mean, "std": std}
+    raise _Problem(
+        f"normalization must be {{strategy: {' | '.join(NORMALIZATIONS)}, mean: number, "
+        f"std: number > 0}} (or lists of one per channel), got {_show(value)}"
+    )
 
 
 def _cost(value):

@@ -149,7 +149,7 @@ def _buffer(scratch, key, like):
     return scratch[key]
 
 
-def _share_step(model, images, labels, batch, lo, hi, augment, scratch):
+def _share_step(model, images, labels, batch, lo, hi, augment, scratch, normalize=None):
     """Loss and gradient of the batch's share ``lo:hi`` (``batch``: the shared indices and
     augmentation parameters; ``augment``: None, or the pool's, for an augmented step), left
     in the model's gradient buffer; returns (mean loss of the share, correct predictions).
@@ -163,6 +163,8 @@ def _share_step(model, images, labels, batch, lo, hi, augment, scratch):
     for k, (a, b) in enumerate(parts):
         idx = batch["idx"][lo + a : lo + b]
         x, y = images[idx], labels[idx]
+        if normalize is not None:  # raw pixels shared: normalised a share at a time
+            x = normalize(x)
         if augment is not None:
             x = augment.apply(x, batch["aug"][lo + a : lo + b])
         part_loss, out = model.loss_on(x, y)
@@ -268,7 +270,7 @@ class _Worker:
             input_shape=setup["input_shape"],
             dtype=setup["dtype"],
         )
-        self.augment = setup["augment"]
+        self.augment, self.normalize = setup["augment"], setup["normalize"]
         self.segments, self.views, self.scratch = {}, {}, {}
         for key, (name, fields) in setup["segments"].items():
             self.attach(key, name, fields)
@@ -318,6 +320,7 @@ class _Worker:
             hi,
             augment,
             self.scratch,
+            self.normalize,
         )
 
     def predict(self, lo, hi, batch_size):
@@ -396,20 +399,33 @@ class WorkerPool:
     (default: the platform's). ``augment``: None, or a picklable object with an int
     ``params_per_image`` P and ``apply(images (n, C, H, W), params (n, P) float64)`` ->
     images, applied by each worker to its share with the parameters given to ``step``.
-    This process computes its shares on one BLAS thread, as the helpers do.
+    ``normalize``: None, or a picklable callable (``Normalization.norm``) that makes the
+    network's input of raw pixels: then ``images`` are shared as they are (uint8, a
+    quarter of float32's memory) and each worker normalises its share before the
+    augmentation. This process computes its shares on one BLAS thread, as the helpers do.
 
     ``images`` and ``labels`` are the shared copies, for the caller to use (and to drop its
     own). Usable as a context manager.
     """
 
-    def __init__(self, model, images, labels, workers=2, start_method=None, augment=None):
+    def __init__(
+        self, model, images, labels, workers=2, start_method=None, augment=None, normalize=None
+    ):
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a numpycnn.engine.Sequential, got {type(model)}")
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-        x = model._as_input(images)
+        if normalize is None:
+            x = model._as_input(images)
+        else:  # raw pixels (uint8: a quarter of float32's memory), normalised per share
+            x = np.asarray(images)
+            if x.shape[1:] != model.input_shape or not callable(normalize):
+                raise ValueError(
+                    f"with normalize, images must be (N, {model.input_shape}) raw pixels and "
+                    f"normalize a callable, got {x.shape}"
+                )
         y = np.asarray(labels)
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"labels must be {len(x)} integers, got shape {y.shape} {y.dtype}")
@@ -419,6 +435,7 @@ class WorkerPool:
                 raise ValueError("augment must have apply(images, params) and params_per_image")
         keep_freed_blocks()  # this process computes shares too (see allocator.py)
         self.model, self.workers, self.augment = model, int(workers), augment
+        self.normalize = normalize
         self.helpers = range(1, self.workers)
         self._blas = ThreadpoolController()  # found once: a limit is then cheap to set
         self.context = multiprocessing.get_context(start_method)
@@ -463,7 +480,11 @@ class WorkerPool:
         model.use_buffers(state["params"], state["grads"])
         self._res.params_address = state["params"].__array_interface__["data"][0]
         data = self._segment(
-            "data", [("images", x.shape, model.dtype), ("labels", y.shape, np.int64)]
+            "data",
+            [
+                ("images", x.shape, model.dtype if self.normalize is None else x.dtype),
+                ("labels", y.shape, np.int64),
+            ],
         )
         data["images"][...] = x
         data["labels"][...] = y
@@ -475,6 +496,7 @@ class WorkerPool:
             "input_shape": model.input_shape,
             "dtype": str(model.dtype),
             "augment": self.augment,
+            "normalize": self.normalize,
             "segments": {
                 key: (self._res.segments[key].name, self._fields[key]) for key in self._fields
             },
@@ -623,6 +645,7 @@ class WorkerPool:
                 hi,
                 self.augment if augmented else None,
                 self._scratch,
+                self.normalize,
             )
         replies = [mine] + [reply[1:] for reply in self._collect([r for r, _, _ in work[1:]])]
         # The batch's mean loss is the share means weighted by share size: sum the

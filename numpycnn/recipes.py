@@ -83,7 +83,9 @@ def describe(name):
     name, path = builtin_config(name)
     config = load_config(path)
     t = config.training
-    model = Sequential(config.network, loss=t.loss, init=t.init, dtype=t.dtype)
+    model = Sequential(
+        config.network, loss=t.loss, init=t.init, dtype=t.dtype, input_shape=config.data.shape
+    )
     meta = header(path)
     return Recipe(
         name=name,

@@ -327,7 +327,8 @@ class Recorder:
             step=np.int64(step),
             epoch=np.float64(step / self.per_epoch),
             seconds=np.float64(seconds),
-            normalization=np.array([norm["mean"], norm["std"]], dtype=np.float64),
+            # [mean, std], or [means..., stds...] for per-channel statistics
+            normalization=np.hstack([norm["mean"], norm["std"]]).astype(np.float64),
             strategy=np.array(norm["strategy"]),
         )
         _replace(self.path / SNAPSHOTS / snapshot_name(step), out.getvalue())
@@ -503,13 +504,25 @@ def list_snapshots(folder, known=None):
     return sorted(out)
 
 
+def snapshot_normalization(arrays):
+    """The ``Normalization`` a snapshot's arrays record: its strategy and [mean, std], or
+    [means..., stds...] per channel. ValueError or KeyError when they are not there."""
+    from .data import Normalization
+
+    values = [float(v) for v in arrays["normalization"]]
+    half = len(values) // 2
+    mean, std = values[:half], values[half:]
+    if half == 1:
+        mean, std = mean[0], std[0]
+    return Normalization(str(arrays["strategy"]), mean, std)
+
+
 def load_snapshot(folder, step):
     """The model (a ``numpycnn.Model``: its ``network`` is the engine's Sequential) with
     the parameters of the snapshot at ``step``, built from the run's config.yaml.
     RunFolderError naming the file when there is no such snapshot or it cannot be used."""
     from .api import Model  # the API imports this module
     from .config import Config, ConfigError
-    from .data import Normalization
     from .engine import Sequential
 
     folder = Path(folder)
@@ -517,8 +530,7 @@ def load_snapshot(folder, step):
     try:
         arrays = _open_snapshot(path)
         params = arrays["params"]
-        mean, std = (float(v) for v in arrays["normalization"])
-        norm = Normalization(str(arrays["strategy"]), mean, std)
+        norm = snapshot_normalization(arrays)
     except FileNotFoundError:
         raise runs.RunFolderError(f"{path}: no snapshot at step {step}") from None
     except (OSError, ValueError, KeyError, EOFError) as exc:
@@ -532,7 +544,10 @@ def load_snapshot(folder, step):
     except ConfigError as exc:
         raise runs.RunFolderError(str(exc)) from None
     t = config.training
-    network = Sequential(config.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=t.seed)
+    network = Sequential(
+        config.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=t.seed,
+        input_shape=config.data.shape,
+    )  # fmt: skip
     if params.shape != network.flat_params.shape:
         raise runs.RunFolderError(
             f"{path}: {params.size:,} parameters, but the run's network has {network.num_params:,}"

@@ -1,6 +1,6 @@
 """Helpers shared by the CLI tests: running a command, checking errors, small configs.
 
-Most CLI tests swap the commands' ``load_mnist`` for ``FakeLoader``, which records the data
+Most CLI tests swap the MNIST source's ``load_mnist`` for ``FakeLoader``, which records the data
 directory and mirrors it is asked for and returns the real MNIST arrays read once per
 session: it saves a copy, a SHA-256 check and a decompression per command. The real
 download path is exercised by the eval reference tests, the Ctrl-C test and test_e2e.py.
@@ -113,9 +113,11 @@ class FakeLoader:
     def __init__(self, mnist_dir, test_limit=None):
         self.mnist_dir, self.test_limit, self.calls = mnist_dir, test_limit, []
 
-    def __call__(self, data_dir, mirrors=None, progress=None):
+    def __call__(self, data_dir, mirrors=None, progress=None, sets=("train", "test")):
         self.calls.append((Path(data_dir), list(mirrors or ())))
         mnist = real_mnist(self.mnist_dir)
+        if "train" not in sets:  # as load_mnist: a set not asked for is None
+            mnist = data.MNIST(None, None, mnist.test_images, mnist.test_labels)
         n = self.test_limit
         if n is None:
             return mnist
@@ -125,10 +127,10 @@ class FakeLoader:
 
 
 def fake_mnist(monkeypatch, mnist_dir, test_limit=None):
-    """Make ``train`` and ``eval`` use a FakeLoader; returns it."""
+    """Make every MNIST load (``train``, ``eval``, ``datasets.load("mnist")``) use a
+    FakeLoader; returns it."""
     loader = FakeLoader(mnist_dir, test_limit)
-    monkeypatch.setattr("numpycnn.api.load_mnist", loader)
-    monkeypatch.setattr("numpycnn.cli.evaluate.load_mnist", loader)
+    monkeypatch.setattr("numpycnn.datasets.mnist.load_mnist", loader)
     return loader
 
 
@@ -148,7 +150,7 @@ class ReusedEvaluation:
         for array in (*model.get_params(), images, labels):
             digest.update(str((array.dtype, array.shape)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
-        key = (digest.hexdigest(), tuple(sorted(kwargs.items())))
+        key = (digest.hexdigest(), repr(sorted(kwargs.items())))
         if key in self.reports:
             self.reused += 1
         else:

@@ -57,7 +57,7 @@ def colour_model(tmp_path, steps=40):
     ds = datasets.load(source, tmp_path / "data")
     norm = Normalization.fit("standard", ds.train_images)
     net = Sequential(NETWORK, input_shape=SHAPE, init="he_normal", seed=0)
-    x = (ds.train_images.astype(np.float32) - np.float32(norm.mean)) / np.float32(norm.std)
+    x = norm.norm(ds.train_images)  # per-channel statistics for colour
     adam = optim.get("adam", lr=0.01)
     for _ in range(steps):
         net.train_step(x, ds.train_labels, adam)

@@ -83,7 +83,9 @@ def test_a_batch_comes_out_the_same_however_it_is_split():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"shift": -1}, {"shift": 15}, {"rotate": 181}, {"scale": 1.0}, {"scale": -0.1}]
+    "kwargs",
+    [{"shift": -1}, {"shift": 513}, {"rotate": 181}, {"scale": 1.0}, {"scale": -0.1}]
+    + [{"flip": 1.5}],
 )
 def test_limits_out_of_range_are_refused(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):

@@ -55,9 +55,15 @@ def test_json_lists_file_digit_probability_and_top_k(digits, reference_params_pa
     assert [r["file"] for r in results] == [str(p) for p in paths]
     assert [r["digit"] for r in results] == labels
     for r in results:
-        assert set(r) == {"file", "digit", "probability", "top_k"}
+        assert set(r) == {"file", "class", "index", "digit", "probability", "top_k"}
+        assert r["class"] == str(r["digit"]) and r["index"] == r["digit"]  # MNIST's names
         assert len(r["top_k"]) == 4
-        assert r["top_k"][0] == {"digit": r["digit"], "probability": r["probability"]}
+        assert r["top_k"][0] == {
+            "class": r["class"],
+            "index": r["index"],
+            "digit": r["digit"],
+            "probability": r["probability"],
+        }
         probs = [t["probability"] for t in r["top_k"]]
         assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
         assert len({t["digit"] for t in r["top_k"]}) == 4
@@ -134,15 +140,19 @@ def test_truncated_params_file(tmp_path, digits, reference_params_path):
     ("args", "message"),
     [
         ([], "Missing argument 'IMAGES...'."),
-        (["--top-k", "0", "x.png"], "Invalid value for '--top-k': 0 is not in the range 1<=x<=10."),
-        (
-            ["--top-k", "11", "x.png"],
-            "Invalid value for '--top-k': 11 is not in the range 1<=x<=10.",
-        ),
+        (["--top-k", "0", "x.png"], "Invalid value for '--top-k': 0 is not in the range x>=1."),
     ],
 )
 def test_usage_errors(args, message):
     assert error_line(invoke("predict", *args), code=2) == message
+
+
+def test_top_k_above_the_class_count_is_one_line(digits, reference_params_path):
+    """--top-k is bounded by the model's classes (a folder may have hundreds), said once
+    the model is read."""
+    paths, _ = digits
+    line = error_line(invoke("predict", "--params", reference_params_path, "--top-k", 11, paths[0]))
+    assert line == "--top-k 11: the model has 10 classes"
 
 
 def bomb_png(width, height):

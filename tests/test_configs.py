@@ -1,11 +1,14 @@
 """Every config in configs/ (found by glob, so a new file is covered at once) loads, builds
-its network, passes the gradient check on real MNIST images, and takes a training step."""
+its network, passes the gradient check on real MNIST images, and takes a training step.
+A config for another data set's shape (cifar10.yaml: 3x32x32) gets the MNIST images in
+that shape (``shape_helpers.mnist_as``): the other sets cannot be downloaded here."""
 
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shape_helpers import mnist_as
 
 from numpycnn.config import EXTENSIONS, load_config
 from numpycnn.data import Normalization, split_train
@@ -43,11 +46,11 @@ def normalised(mnist_train):
 
     def normalise(config, count):
         d = config.data
-        key = (d.normalization, d.limit, d.validation)
+        key = (d.normalization, d.limit, d.validation, d.shape)
         if key not in fitted:
             train_x = split_train(images, labels, d.limit, d.validation)[0]
-            fitted[key] = Normalization.fit(d.normalization, train_x)
-        return fitted[key].norm(images[:count])
+            fitted[key] = Normalization.fit(d.normalization, mnist_as(train_x[:5000], d.shape))
+        return fitted[key].norm(mnist_as(images[:count], d.shape))
 
     return normalise
 
@@ -58,7 +61,10 @@ def test_gradient_check(path, mnist_train, normalised):
     images, labels = mnist_train
     config = load_config(path)
     t = config.training
-    model = Sequential(config.network, loss=t.loss, init=t.init, dtype="float64", seed=t.seed)
+    model = Sequential(
+        config.network, loss=t.loss, init=t.init, dtype="float64", seed=t.seed,
+        input_shape=config.data.shape,
+    )  # fmt: skip
     x = normalised(config, 2).astype(np.float64)
     result = check_model(model, x, labels[:2], samples=SAMPLES)
     assert set(result.errors) == set(model.param_names)
@@ -77,7 +83,10 @@ def test_training_step(path, mnist_train, normalised):
     images, labels = mnist_train
     config = load_config(path)
     t = config.training
-    model = Sequential(config.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=t.seed)
+    model = Sequential(
+        config.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=t.seed,
+        input_shape=config.data.shape,
+    )  # fmt: skip
     optimizer = optim.get(t.optimizer.name, **t.optimizer.hyperparameters)
     x, y = normalised(config, STEP_BATCH), labels[:STEP_BATCH]
     before = model.get_params()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shape_helpers import mnist_as
 
 from numpycnn.api import Model
 from numpycnn.config import EXTENSIONS, load_config
@@ -47,9 +48,13 @@ def config_model(path, mnist):
     if path not in _TRAINED:
         cfg = load_config(path)
         t = cfg.training
-        net = Sequential(cfg.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=1)
+        net = Sequential(
+            cfg.network, loss=t.loss, init=t.init, dtype=t.dtype, seed=1,
+            input_shape=cfg.data.shape,
+        )  # fmt: skip
         adam = optim.Adam(lr=0.003)
-        images, labels = mnist.train_images, mnist.train_labels.astype(np.int64)
+        images = mnist_as(mnist.train_images[:256], cfg.data.shape)
+        labels = mnist.train_labels.astype(np.int64)
         for i in range(0, 256, 32):
             net.train_step(NORM.norm(images[i : i + 32]), labels[i : i + 32], adam)
         _TRAINED[path] = Model(net, NORM)

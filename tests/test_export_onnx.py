@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from shape_helpers import mnist_as
 from test_export_common import (
     CONFIGS,
     COUNT,
@@ -21,10 +22,12 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 
 
 def run(path, images):
-    """onnxruntime's output for raw uint8 images (N, 28, 28), as float32 (N, 1, 28, 28)."""
+    """onnxruntime's output for raw uint8 images (N, 28, 28) or (N, C, H, W), as float32
+    (N, C, H, W)."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (name,) = [i.name for i in session.get_inputs()]
-    return session.run(None, {name: images[:, None].astype(np.float32)})[0]
+    x = images[:, None] if images.ndim == 3 else images
+    return session.run(None, {name: x.astype(np.float32)})[0]
 
 
 def check_graph(path, model):
@@ -42,7 +45,7 @@ def check_graph(path, model):
         x.type.tensor_type.elem_type,
         [d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim],
     )
-    assert dims == (onnx.TensorProto.FLOAT, ["N", 1, 28, 28])
+    assert dims == (onnx.TensorProto.FLOAT, ["N", *model.network.input_shape])
     assert "raw pixel values 0-255" in proto.graph.doc_string
     return proto
 
@@ -56,7 +59,7 @@ def test_every_config(path, tmp_path, mnist):
     ops = [n.op_type for n in proto.graph.node]
     softmax_at_end = model.network.loss.kind == "softmax_cross_entropy"
     assert (ops[-1] == "Softmax") == softmax_at_end
-    images = mnist.test_images[:COUNT]
+    images = mnist_as(mnist.test_images[:COUNT], model.network.input_shape)
     assert_agrees(run(out, images), model.predict_proba(images))
 
 

@@ -11,6 +11,7 @@ import pytest
 import safetensors
 import safetensors.numpy
 from cli_helpers import digit_files, error_line, fake_mnist, invoke, last_json, tiny_config
+from shape_helpers import mnist_as
 from test_export_common import CONFIGS, NORM, config_model, every_layer_model
 
 import numpycnn
@@ -40,7 +41,7 @@ def test_every_config(path, tmp_path, mnist):
     back = numpycnn.load(out)
     assert_same(back, model)
     assert back.metrics == METRICS and back.config == CONFIG
-    images = mnist.test_images[:100]
+    images = mnist_as(mnist.test_images[:100], model.network.input_shape)
     np.testing.assert_array_equal(back.predict_proba(images), model.predict_proba(images))
 
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from shape_helpers import mnist_as
 from test_export_common import (
     CONFIGS,
     COUNT,
@@ -62,7 +63,7 @@ def test_every_config(path, tmp_path, mnist):
     export(model, out)
     net, state = load_state_dict_file(out, model)
     assert list(state) == expected_keys(model)
-    images = mnist.test_images[:COUNT]
+    images = mnist_as(mnist.test_images[:COUNT], model.network.input_shape)
     assert_agrees(torch_proba(net, model, images), model.predict_proba(images))
     # to_torch gives the same network with the same weights
     direct = numpycnn.to_torch(model)

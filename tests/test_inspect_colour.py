@@ -10,6 +10,7 @@ from PIL import Image
 from test_inspect_api import array, image_body, png_bytes, request, serving
 from test_inspect_cli import start
 
+from numpycnn.data import Normalization
 from numpycnn.datasets.images import load_image
 from numpycnn.inspector import Inspector
 from numpycnn.inspector.sources import data_loaders
@@ -24,10 +25,9 @@ def colour(tmp_path_factory):
 
 
 def engine_probabilities(saved, images):
-    """The probabilities the engine gives uint8 images (N, 3, H, W), normalised by hand."""
-    norm = saved.normalization
-    x = (images.astype(np.float32) - np.float32(norm["mean"])) / np.float32(norm["std"])
-    return saved.model.predict_proba(x)
+    """The probabilities the engine gives uint8 images (N, 3, H, W), normalised by the
+    model file's (per-channel) statistics."""
+    return saved.model.predict_proba(Normalization.from_dict(saved.normalization).norm(images))
 
 
 def test_a_colour_model_takes_a_file_and_a_test_image_with_its_class_names(colour):

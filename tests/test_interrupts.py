@@ -147,12 +147,12 @@ def checkpoint_position(last):
 # hooks that send the test's signal at one moment of a training run
 MOMENTS = {
     "loading the data": """
-        import numpycnn.api
-        load = numpycnn.api.load_mnist
+        import numpycnn.datasets.mnist
+        load = numpycnn.datasets.mnist.load_mnist
         def hooked(*args, **kwargs):
             send(SIG)
             return load(*args, **kwargs)
-        numpycnn.api.load_mnist = hooked
+        numpycnn.datasets.mnist.load_mnist = hooked
         """,
     "starting the workers": """
         import numpycnn.parallel

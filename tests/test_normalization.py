@@ -63,8 +63,8 @@ def test_norm_gives_float32_channels_first(pixels, strategy):
 
 def test_norm_rejects_other_shapes(pixels):
     norm = Normalization.fit("unit", pixels)
-    with pytest.raises(ValueError, match=r"\(50, 1, 28, 28\)"):
-        norm.norm(pixels[:, None])
+    with pytest.raises(ValueError, match=r"\(50, 1, 1, 28, 28\)"):
+        norm.norm(pixels[:, None, None])
 
 
 @pytest.mark.parametrize(

@@ -51,14 +51,24 @@ def get(name):
     raise ValueError(f"unknown dataset {name!r}{hint}; known: {', '.join(names())}")
 
 
-def load(source, data_dir, mirrors=None, progress=None, decode_progress=None, **transfer):
+def load(
+    source,
+    data_dir,
+    mirrors=None,
+    progress=None,
+    decode_progress=None,
+    test_only=False,
+    **transfer,
+):
     """The data set a name or a source description (``Dataset.source``) names.
 
     ``source``: "cifar10", or {"dataset": "folder", "path": ..., "input_shape": [...], ...}
     (the folder's options as in ``folder.load``); ``data_dir``: the download and decoding
     cache; ``mirrors``: for the downloaded sets (None: each one's defaults); ``progress``:
     a tqdm-like factory for downloads (bytes), ``decode_progress`` for decoding a folder
-    (images); ``transfer``: timeout, retries, backoff for downloads.
+    (images); ``test_only``: for MNIST, read only the test files (an evaluation; the
+    training set is then empty; the other sources read everything); ``transfer``:
+    timeout, retries, backoff for downloads.
     """
     options = {"dataset": source} if isinstance(source, str) else dict(source)
     if "dataset" not in options:
@@ -76,5 +86,5 @@ def load(source, data_dir, mirrors=None, progress=None, decode_progress=None, **
             raise ValueError("dataset 'folder' needs a 'path'")
         return folder.load(data_dir=data_dir, progress=decode_progress, **options)
     if module is mnist:
-        return mnist.load(data_dir, mirrors, progress)
+        return mnist.load(data_dir, mirrors, progress, test_only=test_only)
     return module.load(data_dir, mirrors, progress, **transfer)

@@ -5,6 +5,8 @@ import importlib
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..engine.model import Sequential
 
 
@@ -72,6 +74,20 @@ def parts_of(model):
         "expected a model file path, a ModelFile, a numpycnn.Model or an engine Sequential, "
         f"got {type(model).__name__}"
     )
+
+
+def stat_text(value):
+    """A normalisation statistic as text: '33.3184', or '[125.3, 123, 113.9]' per channel."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return f"{value:g}"
+
+
+def stat_array(value):
+    """A normalisation statistic as float32 broadcasting over (N, C, H, W): a scalar, or
+    (1, C, 1, 1) for one value per channel."""
+    array = np.asarray(value, np.float32)
+    return array.reshape(1, -1, 1, 1) if array.ndim else array
 
 
 def classes(network):

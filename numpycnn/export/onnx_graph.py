@@ -17,7 +17,16 @@ import json
 import numpy as np
 
 from .. import __version__
-from .common import ExportError, classes, output_function, output_meaning, parts_of, require
+from .common import (
+    ExportError,
+    classes,
+    output_function,
+    output_meaning,
+    parts_of,
+    require,
+    stat_array,
+    stat_text,
+)
 from .common import unsupported as _unsupported
 
 OPSET = 17
@@ -84,8 +93,10 @@ def to_onnx(model):
         return name
 
     nodes = [
-        helper.make_node("Sub", [INPUT, const("norm.mean", norm["mean"])], ["centred"]),
-        helper.make_node("Div", ["centred", const("norm.std", norm["std"])], ["normalized"]),
+        helper.make_node("Sub", [INPUT, const("norm.mean", stat_array(norm["mean"]))], ["centred"]),
+        helper.make_node(
+            "Div", ["centred", const("norm.std", stat_array(norm["std"]))], ["normalized"]
+        ),
     ]
     x = "normalized"
     for index, layer in enumerate(net.layers):
@@ -99,8 +110,9 @@ def to_onnx(model):
     doc = (
         f"numpycnn {__version__} model. Input '{INPUT}': float32 (N, "
         f"{', '.join(map(str, net.input_shape))}), raw pixel values 0-255, light digit on dark "
-        f"as in MNIST; the first nodes normalise them, (pixels - {norm['mean']:g}) / "
-        f"{norm['std']:g} ({norm['strategy']} normalisation of the training images). Output "
+        f"as in MNIST; the first nodes normalise them, (pixels - {stat_text(norm['mean'])}) / "
+        f"{stat_text(norm['std'])} ({norm['strategy']} normalisation of the training images). "
+        "Output "
         f"'{OUTPUT}': (N, {', '.join(map(str, net.output_shape))}), {output_meaning(net)}, "
         f"classes {', '.join(classes(net))}."
     )

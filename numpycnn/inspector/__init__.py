@@ -9,6 +9,9 @@
 - ``run``: a run folder behind the page (its state as it trains, its snapshots, the
   timeline); ``live``: ``train --inspect``'s server process; ``evolution``: the first
   layer's filters through a run as an animated GIF.
+- ``backward_numbers``: a unit's dQ/da and a weight's dQ/dw recomputed by each layer's rule,
+  named as the papers write it (``papers``); ``learning``: training steps on one image on a
+  copy of the model, per page session.
 - ``server``: the local HTTP server and its JSON API over an ``Inspector``.
 - ``page.html``: the page itself, one self-contained file with no build step.
 """

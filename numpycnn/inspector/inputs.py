@@ -96,12 +96,9 @@ class InputForm:
         return images
 
     def normalise(self, norm, images):
-        """uint8 images in this form, one or many, as float32 (N, C, H, W): (x - mean) / std
-        in float32, as ``data.Normalization.norm`` computes it."""
+        """uint8 images in this form, one or many, as float32 (N, C, H, W), normalised by
+        ``norm`` (a ``data.Normalization``: one mean and deviation, or one per channel)."""
         x = np.asarray(images)
         if x.ndim == len(self.image_shape):
             x = x[None]
-        out = x.reshape((len(x), *self.shape)).astype(np.float32)
-        out -= np.float32(norm.mean)
-        out /= np.float32(norm.std)
-        return out
+        return norm.norm(x.reshape((len(x), *self.shape)))

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import runlog, runs
-from ..data import Normalization
 from ..engine import Sequential
 from ..modelfile import ModelFile, ModelFileError, load_model
 from .compute import InspectionError, Inspector
@@ -209,8 +208,7 @@ class RunView:
         try:
             arrays = runlog._open_snapshot(snap.path)
             params = arrays["params"]
-            mean, std = (float(v) for v in arrays["normalization"])
-            norm = Normalization(str(arrays["strategy"]), mean, std)
+            norm = runlog.snapshot_normalization(arrays)
         except (OSError, ValueError, KeyError, EOFError):
             return None
         if params.shape != self.base.model.flat_params.shape:

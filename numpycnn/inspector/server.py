@@ -76,7 +76,9 @@ import numpy as np
 
 from ..data import DataError
 from ..imageprep import ImageError
+from .backward_numbers import answer as backward_answer
 from .compute import InspectionError
+from .learning import Sessions
 
 __all__ = ["MAX_BODY", "InspectServer", "make_server", "to_json"]
 
@@ -140,6 +142,7 @@ class InspectServer(ThreadingHTTPServer):
     def __init__(self, address, inspector, log=None, run=None, opener=None, sock=None):
         self._inspector, self._run, self._opener = inspector, run, opener
         self._opening = threading.Lock()
+        self._learning = None  # /api/learn's model copies, bounded; made on first use
         self.log = log or (lambda line: None)
         self.page = resources.files(__package__).joinpath(PAGE).read_bytes()
         if sock is None:
@@ -170,6 +173,16 @@ class InspectServer(ThreadingHTTPServer):
         """The ``run.RunView`` of a run folder, else None."""
         self._open()
         return self._run
+
+    @property
+    def learning(self):
+        """/api/learn's ``learning.Sessions`` over the served model (for a run folder, the
+        model the server opened), made on first use."""
+        inspector = self.inspector  # opens a run folder first (503 until it can)
+        with self._opening:
+            if self._learning is None:
+                self._learning = Sessions(inspector.saved)
+        return self._learning
 
     @property
     def url(self):
@@ -536,6 +549,20 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "give 'layer' (an index from 0) and 'unit' (a list)")
         self._json({**ins.unit(ins.trace(digit), body["layer"], body["unit"]), "snapshot": step})
 
+    # ----- the backward pass in numbers and learning from one example (#18) -----
+
+    def unit_backward(self, url):
+        body = self._read_json()
+        ins, step = self._snapshot(body)
+        answer = backward_answer(ins.trace(self._digit(body, ins)), body)
+        self._json({**answer, "snapshot": step})
+
+    def learn(self, url):
+        body = self._read_json()
+        ins = self.server.inspector
+        learning = self.server.learning
+        self._json(learning.answer(body, lambda: ins.form.normalise(ins.norm, self._digit(body))))
+
     GET = {
         "/": page,
         "/inspect.html": page,
@@ -555,3 +582,4 @@ class Handler(BaseHTTPRequestHandler):
         "/api/unit": unit,
         "/api/timeline": timeline,
     }
+    POST.update({"/api/unit_backward": unit_backward, "/api/learn": learn})
