@@ -7,7 +7,8 @@ before the first request), and a child process, at a lower CPU priority (``NICE`
 serves on it. Measured on 2 shared cores (scripts/bench_live.py), a server thread inside
 the training process slowed training by 44% (median of 4 rounds) while a page polled it:
 every request's Python work held the interpreter's lock that the training loop needs
-between its NumPy calls. A process of its own shares no lock and, niced, yields the CPUs.
+between its NumPy calls. A process of its own shares no lock; what remains is its CPU time,
+about 2% of the training's (docs/inspect.md, "Speed of the live view").
 
 The server only reads the run folder (steps.csv, status.json, snapshots/), which the
 training writes anyway; until the first snapshot lands the API answers 503 and the page

@@ -5,7 +5,7 @@
 ``train_set`` (the out-of-distribution cue's sample, MNIST only). Both load when first
 called, once. MNIST reads only the files it needs (the test set is downloaded if missing;
 the training images are only read, so that starting the page never waits for a
-download); any other source goes through ``datasets.load`` and its test split.
+download); any other source goes through ``datasource.load_data``, its test split only.
 """
 
 import threading
@@ -36,7 +36,7 @@ def data_loaders(data_source=None, data_dir=None, mirrors=None, config=None):
     source = dict(data_source or {"dataset": "mnist"})
     if source.get("dataset", "mnist") == "mnist":
         return _mnist(directory, mirrors, cfg_data)
-    return _other(source, directory, mirrors), None
+    return _other(source, directory, resolve_mirrors(mirrors, cfg_data.get("mirrors", ()))), None
 
 
 def _mnist(directory, mirrors, cfg_data):
@@ -70,8 +70,9 @@ def _mnist(directory, mirrors, cfg_data):
 
 
 def _other(source, directory, mirrors):
-    """The test split of ``datasets.load(source)``, loaded on the first call."""
-    from .. import datasets
+    """The test split of ``source`` (``datasource.load_data``: the test images only),
+    loaded on the first call."""
+    from ..datasource import load_data
 
     lock, loaded = threading.Lock(), []
 
@@ -79,7 +80,7 @@ def _other(source, directory, mirrors):
         with lock:
             if not loaded:
                 try:
-                    ds = datasets.load(source, directory)
+                    ds = load_data(source, directory, mirrors, test_only=True)
                 except ValueError as exc:  # a source description this version cannot load
                     raise DataError(str(exc)) from None
                 loaded.append((ds.test_images, ds.test_labels))
