@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-from numpycnn.imageprep import load_digit
 from numpycnn.modelfile import atomic_write
 
 #: Zero-centred diverging colour map, as on the page (blue negative, white 0, red positive).
@@ -37,21 +36,35 @@ def _signed(ax, values, scale=None, title=None):
     return im
 
 
-def input_figure(digit, probabilities, name):
+def _image(ax, image):
+    """A uint8 input image, grey (H, W) or colour (C, H, W), pixel for pixel."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        ax.imshow(image.transpose(1, 2, 0), interpolation="nearest")
+    else:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+
+
+def input_figure(digit, probabilities, name, class_names=None):
     import matplotlib.pyplot as plt
 
-    fig, (ax_img, ax_p) = plt.subplots(1, 2, figsize=(8, 3.6), width_ratios=(1, 1.6))
-    ax_img.imshow(digit, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax_img.set(title=f"{name}: the 28x28 input the network sees", xticks=[], yticks=[])
+    names = list(class_names or range(len(probabilities)))
+    size = "x".join(map(str, np.shape(digit)[-2:]))
+    fig, (ax_img, ax_p) = plt.subplots(
+        1, 2, figsize=(8, max(3.6, 0.28 * len(names) + 1)), width_ratios=(1, 1.6)
+    )
+    _image(ax_img, digit)
+    ax_img.set(title=f"{name}: the {size} input the network sees", xticks=[], yticks=[])
     ax_img.title.set_fontsize(9)
     top = int(np.argmax(probabilities))
     colours = ["tab:blue" if k == top else "#9fb3cf" for k in range(len(probabilities))]
     ax_p.barh(range(len(probabilities)), probabilities, color=colours)
     ax_p.set(
         yticks=range(len(probabilities)),
+        yticklabels=[str(n) for n in names],
         xlim=(0, 1),
         xlabel="probability",
-        title=f"predicted {top} (p = {probabilities[top]:.4f})",
+        title=f"predicted {names[top]} (p = {probabilities[top]:.4f})",
     )
     ax_p.invert_yaxis()
     for k, p in enumerate(probabilities):
@@ -102,12 +115,21 @@ def saliency_figure(digit, back):
         else f"d loss(label {q['label']}) / d input"
     )
     fig, (ax_img, ax_s) = plt.subplots(1, 2, figsize=(7.5, 3.6))
-    ax_img.imshow(digit, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    _image(ax_img, digit)
     ax_img.set(title="input", xticks=[], yticks=[])
-    im = _signed(ax_s, np.asarray(back["input"])[0], title=what)
+    gradient = np.asarray(back["input"])
+    if gradient.shape[0] > 1:
+        what += ", summed over channels"
+    im = _signed(ax_s, gradient.sum(axis=0), title=what)
     fig.colorbar(im, ax=ax_s, label="gradient per normalised pixel")
     fig.tight_layout()
     return fig
+
+
+def rgb_kernel(kernel, scale):
+    """A (3, K, K) kernel as an RGB image (K, K, 3) in [0, 1]: 0.5 + w / (2 scale), so
+    grey is zero and a channel's colour shows where it weighs positively."""
+    return np.clip(0.5 + np.asarray(kernel).transpose(1, 2, 0) / (2 * scale), 0, 1)
 
 
 def filters_figure(filters):
@@ -122,10 +144,16 @@ def filters_figure(filters):
     for sub, f in zip(subfigs, filters):
         w = np.asarray(f["weight"])
         scale = float(np.abs(w).max()) or 1.0
-        axes = sub.subplots(w.shape[0], w.shape[1], squeeze=False)
+        rgb = w.shape[1] == 3  # a colour input's filters: also each kernel in colour
+        axes = sub.subplots(w.shape[0], w.shape[1] + rgb, squeeze=False)
         for i in range(w.shape[0]):
             for c in range(w.shape[1]):
                 im = _signed(axes[i, c], w[i, c], scale)
+            if rgb:
+                axes[i, 3].imshow(rgb_kernel(w[i], scale), interpolation="nearest")
+                axes[i, 3].set(xticks=[], yticks=[])
+                if i == 0:
+                    axes[i, 3].set_title("RGB", fontsize=8)
         sub.suptitle(
             f"{f['label']} {'x'.join(map(str, w.shape))}\n[{f['min']:.3g}, {f['max']:.3g}]",
             fontsize=9,
@@ -185,11 +213,14 @@ def save_figures(inspector, directory, image=None, target=None):
         raise click.ClickException(f"{directory}: cannot create: {exc.strerror or exc}") from None
     written = []
     if image is not None:
-        digit = load_digit(image)
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise click.ClickException(f"{image}: cannot read: {exc.strerror or exc}") from None
+        digit = inspector.digit(image=data, name=str(image))
         tr = inspector.trace(digit)
-        written.append(
-            _write(input_figure(digit, tr.probabilities, Path(image).name), directory / "input.png")
-        )
+        figure = input_figure(digit, tr.probabilities, Path(image).name, inspector.class_names)
+        written.append(_write(figure, directory / "input.png"))
         written.append(
             _write(activations_figure(inspector.activations(tr)), directory / "activations.png")
         )
@@ -203,3 +234,56 @@ def save_figures(inspector, directory, image=None, target=None):
         figure = training_figure(history, inspector.name or "the model")
         written.append(_write(figure, directory / "training.png"))
     return written
+
+
+def probe_figure(timeline, name, class_names):
+    """The probe's class probabilities under every snapshot of a run (x: step, log scale
+    past 1), the ten likeliest classes at the end."""
+    import matplotlib.pyplot as plt
+
+    steps = np.asarray(timeline["steps"])
+    probs = np.asarray(timeline["probabilities"])
+    order = np.argsort(-probs[-1])[:10]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for rank, k in enumerate(order):
+        ax.plot(steps, probs[:, k], marker="o", markersize=3,
+                linewidth=2.2 if rank == 0 else 1.2, label=str(class_names[k]))  # fmt: skip
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set(xlabel="step (log scale past 1)", ylabel="probability", ylim=(-0.02, 1.02))
+    ax.set_title(f"{name} under every snapshot of the run", fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def save_run_figures(view, directory, image=None):
+    """A run folder's figures: the first layer's filters through the run as an animated
+    GIF (filters-evolution.gif) and the probe's probabilities across the run (probe.png;
+    the probe is ``image``, else the first test image when the test set can be read).
+    Returns (paths written, a note on what was left out, or None)."""
+    from numpycnn.data import DataError
+    from numpycnn.inspector.evolution import save_filters_gif
+
+    directory = Path(directory)
+    written, note = [], None
+    frames = view.filters_over_run()
+    if frames:
+        try:
+            written.append(save_filters_gif(frames, directory / "filters-evolution.gif"))
+        except OSError as exc:
+            raise click.ClickException(
+                f"{directory}: cannot write: {exc.strerror or exc}"
+            ) from None
+    base = view.base
+    if image is not None:
+        digit, name = base.digit(image=Path(image).read_bytes(), name=str(image)), Path(image).name
+    else:
+        try:
+            digit, name = base.digit(test_index=0), "test image #0"
+        except (DataError, ValueError) as exc:
+            digit, note = None, f"probe.png left out: no --image and no test image ({exc})"
+    if digit is not None and view.snapshots():
+        figure = probe_figure(view.timeline(digit), name, base.class_names)
+        written.append(_write(figure, directory / "probe.png"))
+    return written, note

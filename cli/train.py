@@ -124,6 +124,15 @@ def epoch_line(stats, epochs):
 @threads_option
 @quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+@click.option(
+    "--inspect",
+    "live",
+    is_flag=True,
+    help="Serve the inspector's live view of the run while it trains (127.0.0.1, a free "
+    "port, from a process of its own; the URL is printed on stderr). It stops when training "
+    "ends; numpycnn inspect runs/NAME replays the run afterwards.",
+)
+@click.option("--no-browser", is_flag=True, help="With --inspect: print the URL only.")
 @reports_errors
 def train(
     config_path,
@@ -142,6 +151,8 @@ def train(
     threads,
     quiet,
     as_json,
+    live,
+    no_browser,
 ):
     """Train a network on the config's data set (MNIST by default) and save it.
 
@@ -173,13 +184,20 @@ def train(
             "--data-dir, --mirror, --threads, --quiet and --json may be given with it"
         )
     remove_stale_segments()
-    bar = folder = None
+    bar = folder = server = None
     replacing = False  # whether the model file existed before this run
     talk = not quiet and not as_json
 
     def on_start(start):
-        nonlocal bar, folder, replacing
+        nonlocal bar, folder, replacing, server
         folder = start.folder.path
+        if live:
+            from numpycnn.inspector.live import serve_run
+
+            server = serve_run(
+                folder, data_dir=data_dir, mirrors=mirrors, open_browser=not no_browser
+            )
+            click.echo(f"live view of {folder} at {server.url}", err=True)
         replacing = Path(start.config.output.params).exists()
         t, cfg = start.trainer, start.config
         if not as_json:  # a result, not progress: stdout, and kept under --quiet
@@ -271,6 +289,8 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        if server is not None:
+            server.stop()
     if not result.finished:
         click.echo(stopped_line(signum, result.folder.path), err=True)
         sys.exit(128 + signum)

@@ -123,19 +123,58 @@ def _number(text, kind=float):
     return value if kind is int or math.isfinite(value) else None
 
 
+def _steps_entry(row):
+    """One steps.csv row (a dict of strings) as a dict of numbers; None if malformed."""
+    step = _number(row.get("step"), int)
+    if step is None:
+        return None
+    entry = {"step": step, "epoch": _number(row.get("epoch"), int)}
+    entry["batch"] = _number(row.get("batch"), int)
+    for key in ("loss", "accuracy", "lr", "seconds"):
+        entry[key] = _number(row.get(key))
+    return entry
+
+
 def _steps_rows(path):
     """steps.csv's complete, well-formed rows, as dicts of numbers."""
-    out = []
-    for row in _rows(path):
-        step = _number(row.get("step"), int)
-        if step is None:
-            continue
-        entry = {"step": step, "epoch": _number(row.get("epoch"), int)}
-        entry["batch"] = _number(row.get("batch"), int)
-        for key in ("loss", "accuracy", "lr", "seconds"):
-            entry[key] = _number(row.get(key))
-        out.append(entry)
-    return out
+    return [e for e in map(_steps_entry, _rows(path)) if e is not None]
+
+
+class StepsReader:
+    """steps.csv read as it grows: each ``read()`` parses only the complete lines added
+    since the last call, so that a reader polling a long run (the inspector, once a
+    second) reads each line once; it starts over when the file is replaced or shrinks
+    (a resumed run rewrites it). ``rows``: every row read so far, as ``read_run`` gives
+    them."""
+
+    def __init__(self, path):
+        self.path, self.rows = Path(path), []
+        self._offset, self._header, self._file = 0, None, None
+
+    def read(self):
+        """The rows (all of them); those a failed read could not add are left for later."""
+        try:
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if (st.st_ino, st.st_dev) != self._file or st.st_size < self._offset:
+                    self.rows, self._offset, self._header = [], 0, None
+                    self._file = (st.st_ino, st.st_dev)
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return self.rows
+        end = data.rfind(b"\n")
+        if end < 0:
+            return self.rows
+        self._offset += end + 1
+        lines = data[: end + 1].decode("utf-8", errors="replace").splitlines()
+        if self._header is None:
+            self._header, lines = next(csv.reader(lines[:1])), lines[1:]
+        for row in csv.DictReader(lines, fieldnames=self._header):
+            entry = _steps_entry(row)
+            if entry is not None:
+                self.rows.append(entry)
+        return self.rows
 
 
 class Recorder:
@@ -393,7 +432,7 @@ def _columns(rows, keys):
     return {key: [row.get(key) for row in rows] for key in keys}
 
 
-def read_run(folder, since=None):
+def read_run(folder, since=None, steps=None):
     """What a run folder says of its run, as plain (JSON-ready) data.
 
     ``state``: running, finished, stopped (interrupted cleanly: resume it), failed (with
@@ -402,11 +441,12 @@ def read_run(folder, since=None):
     ``pid``, ``updated`` (from status.json; None for a folder without one);
     ``per_batch``: steps.csv's columns (``since``: only the steps after that one);
     ``per_epoch``: results.csv's columns. Files being written are read safely: a torn last
-    line is left out. RunFolderError if ``folder`` is not a run folder.
+    line is left out. ``steps``: a ``StepsReader`` of the folder's steps.csv, for a caller
+    that polls (only new lines are parsed). RunFolderError if ``folder`` is not a run folder.
     """
     folder = runs.RunFolder.open(folder).path
     status = read_status(folder)
-    batches = _steps_rows(folder / STEPS)
+    batches = _steps_rows(folder / STEPS) if steps is None else steps.read()
     if since is not None:
         batches = [r for r in batches if r["step"] > since]
     epochs = []
@@ -445,23 +485,43 @@ def _open_snapshot(path):
         return {key: npz[key] for key in npz.files}
 
 
-def list_snapshots(folder):
+def list_snapshots(folder, known=None):
     """The folder's snapshots, by step: [Snapshot(step, epoch, time, path)]; [] when it has
-    none. A file that cannot be read is left out."""
+    none. A file that cannot be read is left out. ``known``: a dict of file name ->
+    Snapshot from earlier calls, whose files are not opened again (a snapshot never
+    changes once renamed into place); the new ones are added to it."""
     here = Path(folder) / SNAPSHOTS
     try:
         names = sorted(p.name for p in here.iterdir() if _SNAPSHOT.fullmatch(p.name))
     except OSError:
         return []
     out = []
+    known = {} if known is None else known
     for name in names:
+        if name in known:
+            out.append(known[name])
+            continue
         try:
             with np.load(here / name, allow_pickle=False) as npz:
                 step, epoch, seconds = int(npz["step"]), float(npz["epoch"]), float(npz["seconds"])
         except (OSError, ValueError, KeyError, EOFError):
             continue
-        out.append(Snapshot(step, epoch, seconds, here / name))
+        known[name] = Snapshot(step, epoch, seconds, here / name)
+        out.append(known[name])
     return sorted(out)
+
+
+def snapshot_normalization(arrays):
+    """The ``Normalization`` a snapshot's arrays record: its strategy and [mean, std], or
+    [means..., stds...] per channel. ValueError or KeyError when they are not there."""
+    from .data import Normalization
+
+    values = [float(v) for v in arrays["normalization"]]
+    half = len(values) // 2
+    mean, std = values[:half], values[half:]
+    if half == 1:
+        mean, std = mean[0], std[0]
+    return Normalization(str(arrays["strategy"]), mean, std)
 
 
 def load_snapshot(folder, step):
@@ -470,7 +530,6 @@ def load_snapshot(folder, step):
     RunFolderError naming the file when there is no such snapshot or it cannot be used."""
     from .api import Model  # the API imports this module
     from .config import Config, ConfigError
-    from .data import Normalization
     from .engine import Sequential
 
     folder = Path(folder)
@@ -478,12 +537,7 @@ def load_snapshot(folder, step):
     try:
         arrays = _open_snapshot(path)
         params = arrays["params"]
-        values = [float(v) for v in arrays["normalization"]]
-        half = len(values) // 2
-        mean, std = values[:half], values[half:]
-        if half == 1:
-            mean, std = mean[0], std[0]
-        norm = Normalization(str(arrays["strategy"]), mean, std)
+        norm = snapshot_normalization(arrays)
     except FileNotFoundError:
         raise runs.RunFolderError(f"{path}: no snapshot at step {step}") from None
     except (OSError, ValueError, KeyError, EOFError) as exc:

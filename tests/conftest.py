@@ -56,3 +56,16 @@ def mnist(mnist_dir):
             for name in (data.TRAIN_IMAGES, data.TRAIN_LABELS, data.TEST_IMAGES, data.TEST_LABELS)
         )
     )
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through Playwright, with test_inspect_browser's flags (the browser
+    tests skip when Chromium is absent)."""
+    from playwright.sync_api import sync_playwright
+    from test_inspect_browser import ARGS, CHROMIUM
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()

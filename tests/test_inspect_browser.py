@@ -63,16 +63,6 @@ def js_number(v, digits=6):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def served(reference_params_path, mnist):
     """The reference network with the test set and, for the out-of-distribution cue, the
     training images."""
@@ -585,14 +575,18 @@ def test_no_serious_accessibility_violations(open_page, width):
     page.wait_for_selector("#unit[data-kind='conv2d'] .eq.ok")
     page.click("#cm-run")
     page.wait_for_selector("table.cm td button")
+    assert serious_violations(axe_playwright, page) == []
+    P.check()
+
+
+def serious_violations(axe_playwright, page):
+    """axe-core's serious and critical violations on the page: (rule, impact, targets)."""
     results = axe_playwright.Axe().run(page)
-    bad = [
+    return [
         (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
         for v in results.response["violations"]
         if v["impact"] in ("serious", "critical")
     ]
-    assert bad == [], bad
-    P.check()
 
 
 def test_pen_label_says_the_width_the_network_sees(open_page):

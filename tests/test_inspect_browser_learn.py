@@ -16,8 +16,8 @@ import test_inspect_browser as pages
 from test_inspect_api import reference_inspector, request, serving
 from test_inspect_browser import CHROMIUM, THREE, click_unit, draw, js_number, wait_inspected
 
-# the page tests' own browser and page opener
-browser, open_page = pages.browser, pages.open_page
+# the page tests' page opener (the browser fixture is conftest's)
+open_page = pages.open_page
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
 

@@ -167,8 +167,8 @@ def test_the_test_set_needs_only_its_own_files(tmp_path, mnist_dir, reference_pa
     """After `eval` has cached only the test set's two files, the page's confusion matrix
     reads them without fetching the training images (offline: an empty mirror); the
     out-of-distribution cue's training images are said to be missing, in one line."""
-    from cli.inspect import _mnist
     from numpycnn import data
+    from numpycnn.inspector.sources import data_loaders
 
     cache = tmp_path / "data" / "mnist"
     cache.mkdir(parents=True)
@@ -177,7 +177,7 @@ def test_the_test_set_needs_only_its_own_files(tmp_path, mnist_dir, reference_pa
     empty = tmp_path / "empty-mirror"
     empty.mkdir()
     saved = load_model(reference_params_path)
-    test_set, train_set = _mnist(saved, tmp_path / "data", [str(empty)])
+    test_set, train_set = data_loaders(saved.data_source, tmp_path / "data", [str(empty)])
     images, labels = test_set()
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
     assert sorted(p.name for p in cache.iterdir()) == sorted([data.TEST_IMAGES, data.TEST_LABELS])

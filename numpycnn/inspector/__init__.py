@@ -4,6 +4,11 @@
   ``tracing`` (the forward pass on copies of the layers), ``backprop`` (the backward pass,
   negligible gradients, the softmax step by step), ``arithmetic`` (a unit's sum),
   ``fields`` (receptive fields) and ``novelty`` (does the input look like a digit at all).
+- ``inputs``: the model's input (its shape, colour, how a file is prepared);
+  ``sources``: its test set, from the model's own data source.
+- ``run``: a run folder behind the page (its state as it trains, its snapshots, the
+  timeline); ``live``: ``train --inspect``'s server process; ``evolution``: the first
+  layer's filters through a run as an animated GIF.
 - ``backward_numbers``: a unit's dQ/da and a weight's dQ/dw recomputed by each layer's rule,
   named as the papers write it (``papers``); ``learning``: training steps on one image on a
   copy of the model, per page session.

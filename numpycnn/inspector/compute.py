@@ -13,16 +13,18 @@ into figures. Bad requests raise ``InspectionError`` (a ``ValueError``) naming t
 at fault. The module never prints.
 """
 
+import copy
 import math
 import threading
+from dataclasses import replace
 
 import numpy as np
 
 from ..data import Normalization
-from ..imageprep import SIZE, decode_digit
 from .arithmetic import ACTIVATIONS, DENSE_TERMS, unit_arithmetic
 from .backprop import NEGLIGIBLE, REFERENCE, backward, smallness, softmax_steps
 from .fields import geometry, receptive_field
+from .inputs import InputForm
 from .tracing import InspectionError, Trace, class_index, layer_labels, trace, unit_index
 
 __all__ = [
@@ -42,6 +44,9 @@ __all__ = [
 
 #: At most this many images are listed for one confusion-matrix cell.
 CELL_LIMIT = 200
+#: Test images the per-layer figures (``layer_figures``) are measured on: a default batch,
+#: as layers.csv's are measured on the epoch's last batch.
+FIGURE_IMAGES = 64
 #: Longer per-batch cost histories are averaged in bins down to about this many points.
 COST_POINTS = 2000
 
@@ -86,11 +91,15 @@ def binned(values, points=COST_POINTS):
 class Inspector:
     """A loaded model file (``modelfile.ModelFile``), ready to be looked inside.
 
-    ``test_set``: a callable returning the test (images uint8 (N, 28, 28), labels), called
-    once, on the first request for the confusion matrix; ``train_set``: a callable
-    returning the training images uint8 (N, 28, 28), called once, for the
-    out-of-distribution cue (``ood``; ``warm`` prepares it ahead); ``threads``: threads for
-    the test-set predictions; ``name``: the model file's name, for display.
+    ``test_set``: a callable returning the test (images uint8 (N, C, H, W) or, grey,
+    (N, H, W), labels), called once, on the first request for the confusion matrix;
+    ``train_set``: a callable returning MNIST's training images uint8 (N, 28, 28), called
+    once, for the out-of-distribution cue (``ood``; ``warm`` prepares it ahead; None for
+    other data, whose cue is not available); ``threads``: threads for the test-set
+    predictions; ``name``: the model file's name, for display.
+
+    An input image (``digit``) is uint8 (H, W) for a grey model and (C, H, W) for a colour
+    one (``inputs.InputForm``); the class names are the model file's.
     """
 
     def __init__(self, saved, test_set=None, threads=1, name="", train_set=None):
@@ -102,8 +111,29 @@ class Inspector:
         self.name = str(name)
         self.labels = layer_labels(self.model)
         self.classes = int(self.model.output_shape[0])
+        self.form = InputForm(self.model.input_shape, getattr(saved, "data_source", None))
+        names = list(getattr(saved, "class_names", None) or [])
+        if len(names) != self.classes:
+            names = [str(k) for k in range(self.classes)]
+        self.class_names = names
+        if train_set is None and not self.form.digits:
+            self.novelty_error = (
+                "no comparison with the training images: this cue is for MNIST-style digits"
+            )
         self._test_set, self._threads = test_set, threads
-        self._confusion, self._lock = None, threading.Lock()
+        self._confusion, self._figures, self._lock = None, None, threading.Lock()
+
+    def at(self, network, normalization):
+        """This inspector with other parameters (a run's snapshot): ``network`` (an engine
+        ``Sequential`` of the same architecture) and its ``Normalization``. It shares the
+        test set, and judges whether an input looks like a digit (``ood``) by this
+        inspector's model: a property of the input, not of a half-trained network."""
+        other = copy.copy(self)
+        other.saved = replace(self.saved, model=network, normalization=normalization.to_dict())
+        other.model, other.norm = network, normalization
+        other._confusion, other._figures, other._lock = None, None, threading.Lock()
+        other.novelty = self.novelty
+        return other
 
     # ----- the model -----
 
@@ -133,6 +163,17 @@ class Inspector:
             "loss": model.loss.kind,
             "input_shape": list(model.input_shape),
             "classes": self.classes,
+            "class_names": list(self.class_names),
+            "data_source": dict(getattr(self.saved, "data_source", None) or {"dataset": "mnist"}),
+            "input": {
+                "channels": self.form.shape[0],
+                "height": self.form.shape[1],
+                "width": self.form.shape[2],
+                "colour": self.form.colour,
+                "digits": self.form.digits,
+                "drawable": self.form.drawable,
+                "preparation": self.form.describe(),
+            },
             "num_params": int(model.num_params),
             "normalization": dict(self.saved.normalization),
             "metrics": _finite(self.saved.metrics) if self.saved.metrics else None,
@@ -143,22 +184,20 @@ class Inspector:
     # ----- one image -----
 
     def digit(self, image=None, pixels=None, test_index=None, name=None):
-        """The 28x28 uint8 MNIST-form digit from exactly one of: ``image``, the bytes of an
-        image file (prepared as ``numpycnn predict`` prepares it; ``name``, the file's name,
-        leads its error messages); ``pixels``, 784 grey levels 0-255 already in MNIST form
-        (row-major); ``test_index``, a test image."""
+        """The model's input image (uint8 (H, W) grey, (C, H, W) colour) from exactly one
+        of: ``image``, the bytes of an image file (prepared as the model's data was:
+        ``inputs.InputForm.prepare``; ``name``, the file's name, leads its error messages);
+        ``pixels``, C x H x W levels 0-255 already in the input's form (row-major; 784 for
+        an MNIST model); ``test_index``, a test image."""
         given = [v is not None for v in (image, pixels, test_index)]
         if sum(given) != 1:
-            raise InspectionError("give exactly one of an image, 784 pixels or a test index")
+            raise InspectionError(
+                f"give exactly one of an image, {self.form.size} pixels or a test index"
+            )
         if image is not None:
-            return decode_digit(image, name or "uploaded image")
+            return self.form.prepare(image, name or "uploaded image")
         if pixels is not None:
-            a = np.asarray(pixels)
-            if a.size != SIZE * SIZE or a.dtype.kind not in "iuf":
-                raise InspectionError(f"pixels must be {SIZE * SIZE} numbers 0-255")
-            if not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 255):
-                raise InspectionError("pixels must be numbers from 0 to 255")
-            return np.rint(a).astype(np.uint8).reshape(SIZE, SIZE)
+            return self.form.from_pixels(pixels)
         images, _ = self._test_arrays()
         if isinstance(test_index, bool) or not isinstance(test_index, (int, np.integer)):
             raise InspectionError(f"test index must be an integer, got {test_index!r}")
@@ -169,8 +208,8 @@ class Inspector:
         return np.array(images[test_index], dtype=np.uint8)
 
     def trace(self, digit):
-        """The forward pass of a 28x28 uint8 digit, normalised as the model's training was."""
-        return trace(self.model, self.norm.norm(digit)[0])
+        """The forward pass of an input image, normalised as the model's training was."""
+        return trace(self.model, self.form.normalise(self.norm, digit)[0])
 
     def test_label(self, test_index):
         """The true label of test image ``test_index`` (checked as ``digit`` checks it)."""
@@ -324,7 +363,7 @@ class Inspector:
         the reason in ``novelty_error``. A failure to read them (files not downloaded yet)
         is tried again on the next call."""
         with self._novelty_lock:
-            if self._novelty is None and self._train_set is not None:
+            if self._novelty is None and self._train_set is not None and self.form.digits:
                 from ..data import DataError
                 from .novelty import Novelty
 
@@ -356,7 +395,8 @@ class Inspector:
         with self._lock:
             if not hasattr(self, "_test"):
                 images, labels = self._test_set()
-                self._test = (np.asarray(images), np.asarray(labels).astype(np.int64))
+                images = self.form.images(images)
+                self._test = (images, np.asarray(labels).astype(np.int64))
         return self._test
 
     def _scored(self):
@@ -364,11 +404,34 @@ class Inspector:
         images, labels = self._test_arrays()
         with self._lock:
             if self._confusion is None:
-                probs = self.model.predict_proba(self.norm.norm(images), threads=self._threads)
+                x = self.form.normalise(self.norm, images)
+                probs = self.model.predict_proba(x, threads=self._threads)
                 predicted = probs.argmax(axis=1)
                 matrix = confusion_matrix(labels, predicted, self.classes)
                 self._confusion = (probs, predicted, matrix)
         return self._confusion
+
+    def layer_figures(self, count=FIGURE_IMAGES):
+        """layers.csv's figures at these parameters, measured on the first ``count`` test
+        images: each layer's weight norm, the norm of the loss's weight gradient on them,
+        and each ReLU's dead fraction (units that none of them activates), as
+        ``training.layer_telemetry`` computes them, on a copy of the network. Cached."""
+        from ..engine import Sequential
+        from ..training import layer_telemetry
+
+        images, labels = self._test_arrays()
+        with self._lock:
+            if self._figures is None:
+                m = self.model
+                net = Sequential(
+                    m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype
+                )
+                net.flat_params[...] = m.flat_params
+                x = self.form.normalise(self.norm, images[:count])
+                net.loss_on(x, labels[:count])
+                net.backward()
+                self._figures = {"images": len(x), "layers": layer_telemetry(net, x)}
+        return self._figures
 
     def confusion(self):
         """The test set's confusion matrix (rows: true class, columns: predicted)."""

@@ -8,7 +8,9 @@ only that, by exact name, so there is no file path to traverse. Every other path
 API (JSON in, JSON out; arrays as ``{"shape": [...], "float32"|"uint8": base64}``, little-
 endian, which the page reads straight into typed arrays):
 
-- ``GET /api/model``: the network, layer by layer.
+- ``GET /api/model``: the network, layer by layer, its input (``input``: channels, size,
+  colour, whether it can be drawn, how a file is prepared), ``class_names``, and ``run``:
+  whether a run folder is served.
 - ``POST /api/predict``: ``{"image": base64 file | "pixels": [784] | "test_index": n}``
   (with an image, optionally ``"name"``: the file's name, which its errors then name) ->
   the 28x28 ``digit`` the network sees, its ``probabilities`` and ``predicted`` class;
@@ -37,9 +39,22 @@ endian, which the page reads straight into typed arrays):
   ``kernel``, a flatten unit's ``from`` (channel, row, column). ``/api/model``'s layers
   carry their ``geometry`` (window kernel, stride, padding; elementwise; flatten ``from``
   shape; dense) for the page to walk regions itself.
-- ``GET /api/filters``, ``GET /api/history``.
+- ``GET /api/filters``, ``GET /api/history``; ``GET /api/layers``: each layer's weight
+  norm, loss-gradient norm and ReLU dead fraction on 64 test images (as layers.csv).
+- ``GET /api/run[?since=STEP]``, for a run folder (``run.RunView``): ``runlog.read_run``'s
+  state with ``running``, ``finished`` and ``failed`` (failed or crashed) and ``epoch``
+  (epochs done); ``since``: only the per-batch rows after that step. For a model file: 404,
+  "not a run folder". A deleted folder answers its last state with state "gone".
+- ``GET /api/snapshots`` -> ``{"snapshots": [{"step", "epoch", "time"}]}`` ([] for a model
+  file). ``predict``, ``inspect`` and ``unit`` take an optional ``"snapshot": STEP`` (default
+  the latest) and answer with that snapshot's parameters, saying which ``snapshot`` they
+  used (null for a model file); an unknown step is a 400 naming it.
+- ``POST /api/timeline``: the input -> ``{"steps": [...], "epochs": [...],
+  "probabilities": [[...] per step]}``, its class probabilities under every snapshot.
 - ``GET /api/confusion``: the test set's confusion matrix (computed once, cached).
 - ``GET /api/confusion/cell?true=T&predicted=P``: that cell's images, most confident first.
+- ``filters``, ``confusion`` and ``confusion/cell`` take ``?snapshot=STEP`` too (each
+  snapshot's confusion matrix is computed on demand and kept while it stays loaded).
 
 A bad request gets a 4xx status and ``{"error": "one line"}``; bodies above ``MAX_BODY``
 get 413 unread. When bound to a loopback address, requests must name a loopback host,
@@ -52,6 +67,7 @@ import binascii
 import ipaddress
 import json
 import math
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
@@ -115,19 +131,58 @@ def to_json(value):
 
 
 class InspectServer(ThreadingHTTPServer):
-    """A threading HTTP server that answers for one ``Inspector``."""
+    """A threading HTTP server that answers for one ``Inspector``, or for a run folder
+    (``run``, a ``run.RunView``). ``opener``, instead of both: a callable returning
+    (inspector, run), called on the first request that needs them and again until it
+    succeeds (a run whose first snapshot is not written yet: those requests get 503)."""
 
     daemon_threads = True  # a stuck client never keeps the process alive
     allow_reuse_address = True
 
-    def __init__(self, address, inspector, log=None):
-        self.inspector = inspector
-        self.learning = Sessions(inspector.saved)  # /api/learn's model copies, bounded
+    def __init__(self, address, inspector, log=None, run=None, opener=None, sock=None):
+        self._inspector, self._run, self._opener = inspector, run, opener
+        self._opening = threading.Lock()
+        self._learning = None  # /api/learn's model copies, bounded; made on first use
         self.log = log or (lambda line: None)
         self.page = resources.files(__package__).joinpath(PAGE).read_bytes()
-        super().__init__(address, Handler)
-        host = address[0] or "0.0.0.0"
+        if sock is None:
+            super().__init__(address, Handler)
+        else:  # a socket bound and listening already (train --inspect's, passed to us)
+            super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket, self.server_address = sock, sock.getsockname()
+        host = self.server_address[0] or "0.0.0.0"
         self.loopback_only = _is_loopback(host)
+
+    def _open(self):
+        if self._inspector is None:
+            with self._opening:
+                if self._inspector is None:
+                    try:
+                        self._inspector, self._run = self._opener()
+                    except ValueError as exc:  # RunFolderError, ModelFileError
+                        raise RequestError(503, f"not ready yet: {exc}") from None
+
+    @property
+    def inspector(self):
+        self._open()
+        return self._inspector
+
+    @property
+    def run(self):
+        """The ``run.RunView`` of a run folder, else None."""
+        self._open()
+        return self._run
+
+    @property
+    def learning(self):
+        """/api/learn's ``learning.Sessions`` over the served model (for a run folder, the
+        model the server opened), made on first use."""
+        inspector = self.inspector  # opens a run folder first (503 until it can)
+        with self._opening:
+            if self._learning is None:
+                self._learning = Sessions(inspector.saved)
+        return self._learning
 
     @property
     def url(self):
@@ -151,9 +206,11 @@ def _is_loopback(host):
         return False
 
 
-def make_server(inspector, host="127.0.0.1", port=0, log=None):
-    """An ``InspectServer`` bound to ``host``:``port`` (0: a free port), not yet serving."""
-    return InspectServer((host, port), inspector, log)
+def make_server(inspector, host="127.0.0.1", port=0, log=None, run=None, opener=None, sock=None):
+    """An ``InspectServer`` bound to ``host``:``port`` (0: a free port), not yet serving;
+    ``run``: the ``run.RunView`` of a run folder (``inspector`` is then its ``base``);
+    ``opener``: see ``InspectServer``; ``sock``: a listening socket to serve on instead."""
+    return InspectServer((host, port), inspector, log, run, opener, sock)
 
 
 #: Longest upload name kept for error messages.
@@ -175,8 +232,9 @@ def _file_name(body):
     return name or None
 
 
-def _body_input(body):
-    """The keyword arguments of ``Inspector.digit`` from a request body."""
+def _body_input(body, size=784):
+    """The keyword arguments of ``Inspector.digit`` from a request body; ``size``: the
+    number of pixels of the model's input (C x H x W)."""
     keys = {"image", "pixels", "test_index"} & set(body)
     if len(keys) != 1:
         raise RequestError(400, "give exactly one of 'image', 'pixels' or 'test_index'")
@@ -200,7 +258,7 @@ def _body_input(body):
         isinstance(value, list)
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
-        raise RequestError(400, "'pixels' must be a list of 784 numbers 0-255")
+        raise RequestError(400, f"'pixels' must be a list of {size} numbers 0-255")
     return {"pixels" if key == "pixels" else "test_index": value}
 
 
@@ -305,7 +363,7 @@ class Handler(BaseHTTPRequestHandler):
         except (InspectionError, ImageError) as exc:
             self._error(400, exc)
         except DataError as exc:  # the test set could not be downloaded or read
-            self._error(503, f"the MNIST test set is unavailable: {exc}")
+            self._error(503, f"the test set is unavailable: {exc}")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # the server must survive anything; say what went wrong
@@ -339,16 +397,34 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def model(self, url):
-        self._json(self.server.inspector.summary())
+        self._json({**self.server.inspector.summary(), "run": self.server.run is not None})
+
+    def _query_snapshot(self, url):
+        """(Inspector, step) of a GET's ``?snapshot=STEP`` (default: the latest)."""
+        values = parse_qs(url.query).get("snapshot")
+        step = None
+        if values:
+            try:
+                step = int(values[0])
+            except ValueError:
+                message = f"'snapshot' must be a step (an integer), got {values[0]!r:.40}"
+                raise RequestError(400, message) from None
+        return self._snapshot({"snapshot": step})
 
     def filters(self, url):
-        self._json({"filters": self.server.inspector.filters()})
+        ins, step = self._query_snapshot(url)
+        self._json({"filters": ins.filters(), "snapshot": step})
 
     def history(self, url):
         self._json(self.server.inspector.history())
 
+    def layers(self, url):
+        ins, step = self._query_snapshot(url)
+        self._json({**ins.layer_figures(), "snapshot": step})
+
     def confusion(self, url):
-        self._json(self.server.inspector.confusion())
+        ins, step = self._query_snapshot(url)
+        self._json({**ins.confusion(), "snapshot": step})
 
     def confusion_cell(self, url):
         query = parse_qs(url.query)
@@ -364,7 +440,8 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 message = f"'{key}' must be an integer, got {values[0]!r:.40}"
                 raise RequestError(400, message) from None
-        self._json(self.server.inspector.confusion_cell(**args))
+        ins, step = self._query_snapshot(url)
+        self._json({**ins.confusion_cell(**args), "snapshot": step})
 
     def field(self, url):
         query = parse_qs(url.query)
@@ -377,13 +454,55 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "'layer' and 'unit' must be integers (unit: a,b,c)") from None
         self._json(self.server.inspector.field(layer, unit))
 
-    def _digit(self, body):
-        return self.server.inspector.digit(**_body_input(body))
+    def _view(self):
+        """The run folder served (a ``run.RunView``); 404 for a model file."""
+        view = self.server.run
+        if view is None:
+            raise RequestError(
+                404, f"not a run folder: {self.server.inspector.name} is a model file"
+            )
+        return view
 
-    def _about(self, body, digit, tr):
+    def run(self, url):
+        view = self._view()
+        query = parse_qs(url.query)
+        since = None
+        if "since" in query:
+            try:
+                since = int(query["since"][0])
+            except ValueError:
+                message = f"'since' must be a step (an integer), got {query['since'][0]!r:.40}"
+                raise RequestError(400, message) from None
+        self._json(view.state(since))
+
+    def snapshots(self, url):
+        view = self.server.run
+        self._json({"snapshots": [] if view is None else view.snapshots()})
+
+    def timeline(self, url):
+        body = self._read_json()
+        view = self._view()
+        digit = self._digit(body, view.base)
+        self._json(view.timeline(digit))
+
+    def _snapshot(self, body):
+        """(Inspector, step) the body asks for: its ``"snapshot"`` step, default the run's
+        latest; the model's own inspector and None for a model file."""
+        step = body.get("snapshot")
+        view = self.server.run
+        if view is None:
+            if step is not None:
+                raise RequestError(400, f"no snapshot at step {step!r:.40}: not a run folder")
+            return self.server.inspector, None
+        return view.inspector(step)
+
+    def _digit(self, body, ins=None):
+        ins = ins or self.server.inspector
+        return ins.digit(**_body_input(body, ins.form.size))
+
+    def _about(self, body, digit, tr, ins, step):
         """What predict and inspect both say of the input: prediction, softmax steps, the
-        true label of a test image and the out-of-distribution cue."""
-        ins = self.server.inspector
+        true label of a test image, the out-of-distribution cue and the snapshot used."""
         predicted = int(np.argmax(tr.logits))
         true_label = ins.test_label(body["test_index"]) if "test_index" in body else None
         return {
@@ -393,21 +512,22 @@ class Handler(BaseHTTPRequestHandler):
             "misclassified": None if true_label is None else predicted != true_label,
             "softmax": ins.softmax(tr),
             "ood": ins.ood(digit),
+            "snapshot": step,
         }
 
     def predict(self, url):
-        ins = self.server.inspector
         body = self._read_json()
-        digit = self._digit(body)
-        self._json({"digit": digit, **self._about(body, digit, ins.trace(digit))})
+        ins, step = self._snapshot(body)
+        digit = self._digit(body, ins)
+        self._json({"digit": digit, **self._about(body, digit, ins.trace(digit), ins, step)})
 
     def inspect(self, url):
-        ins = self.server.inspector
         body = self._read_json()
-        digit = self._digit(body)
+        ins, step = self._snapshot(body)
+        digit = self._digit(body, ins)
         target, label = _optional_int(body, "class"), _optional_int(body, "label")
         tr = ins.trace(digit)
-        about = self._about(body, digit, tr)
+        about = self._about(body, digit, tr, ins, step)
         self._json(
             {
                 "digit": digit,
@@ -422,23 +542,26 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def unit(self, url):
-        ins = self.server.inspector
         body = self._read_json()
-        digit = self._digit(body)
+        ins, step = self._snapshot(body)
+        digit = self._digit(body, ins)
         if "layer" not in body or "unit" not in body:
             raise RequestError(400, "give 'layer' (an index from 0) and 'unit' (a list)")
-        self._json(ins.unit(ins.trace(digit), body["layer"], body["unit"]))
+        self._json({**ins.unit(ins.trace(digit), body["layer"], body["unit"]), "snapshot": step})
 
     # ----- the backward pass in numbers and learning from one example (#18) -----
 
     def unit_backward(self, url):
         body = self._read_json()
-        self._json(backward_answer(self.server.inspector.trace(self._digit(body)), body))
+        ins, step = self._snapshot(body)
+        answer = backward_answer(ins.trace(self._digit(body, ins)), body)
+        self._json({**answer, "snapshot": step})
 
     def learn(self, url):
         body = self._read_json()
-        norm = self.server.inspector.norm
-        self._json(self.server.learning.answer(body, lambda: norm.norm(self._digit(body))))
+        ins = self.server.inspector
+        learning = self.server.learning
+        self._json(learning.answer(body, lambda: ins.form.normalise(ins.norm, self._digit(body))))
 
     GET = {
         "/": page,
@@ -447,8 +570,16 @@ class Handler(BaseHTTPRequestHandler):
         "/api/filters": filters,
         "/api/history": history,
         "/api/confusion": confusion,
+        "/api/layers": layers,
         "/api/confusion/cell": confusion_cell,
         "/api/field": field,
+        "/api/run": run,
+        "/api/snapshots": snapshots,
     }
-    POST = {"/api/predict": predict, "/api/inspect": inspect, "/api/unit": unit}
+    POST = {
+        "/api/predict": predict,
+        "/api/inspect": inspect,
+        "/api/unit": unit,
+        "/api/timeline": timeline,
+    }
     POST.update({"/api/unit_backward": unit_backward, "/api/learn": learn})
