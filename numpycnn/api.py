@@ -257,7 +257,7 @@ def train(
         source = resumed_from and runs.RunFolder.holding(resumed_from)
         with runlog.Recorder(
             folder.path, run.trainer, run.normalization, config.output.snapshots,
-            source=source and source.path,
+            source=source and source.path, class_names=ds.class_names,
         ) as recorder:  # fmt: skip
             cb = replace(cb, on_batch=recorder.chain(cb.on_batch))
             result = _train(run, ds, config, folder, resumed_from, cb, threads, pool)

@@ -186,8 +186,11 @@ class Recorder:
     step it resumes from and drops what came later; one resumed from another folder's
     checkpoint (``source``) starts with that folder's log and snapshots up to that step."""
 
-    def __init__(self, folder, trainer, normalization, snapshots=True, source=None):
+    def __init__(
+        self, folder, trainer, normalization, snapshots=True, source=None, class_names=None
+    ):
         self.path, self.trainer = Path(folder), trainer
+        self.class_names = None if class_names is None else [str(n) for n in class_names]
         self.per_epoch, self.total = trainer.batches_per_epoch, trainer.total_steps
         self.first = trainer.epoch * self.per_epoch + trainer.batch  # the step resumed from
         self.planned = set(snapshot_steps(self.total, self.per_epoch)) if snapshots else set()
@@ -332,6 +335,8 @@ class Recorder:
             # [mean, std], or [means..., stds...] for per-channel statistics
             normalization=np.hstack([norm["mean"], norm["std"]]).astype(np.float64),
             strategy=np.array(norm["strategy"]),
+            # the data's class names (a str array: no pickle), for a page on a running run
+            **({"class_names": np.array(self.class_names)} if self.class_names else {}),
         )
         _replace(self.path / SNAPSHOTS / snapshot_name(step), out.getvalue())
 
@@ -563,4 +568,14 @@ def load_snapshot(folder, step):
     state = arrays.get("state")
     if state is not None and state.shape == network.flat_state.shape:
         network.flat_state[...] = state  # batch norm's running statistics at that step
-    return Model(network, norm, config=raw)
+    names = snapshot_class_names(arrays, network.output_shape[-1])
+    return Model(network, norm, config=raw, class_names=names)
+
+
+def snapshot_class_names(arrays, count):
+    """The class names a snapshot records (None for one written before they were, or
+    whose names do not fit the network's ``count`` class scores)."""
+    names = arrays.get("class_names")
+    if names is None or names.dtype.kind != "U" or names.shape != (count,):
+        return None
+    return [str(n) for n in names]

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import runlog, runs
+from ..config import Config, ConfigError
 from ..engine import Sequential
 from ..modelfile import ModelFile, ModelFileError, load_model
 from .compute import InspectionError, Inspector
@@ -42,7 +43,8 @@ class RunView:
         self._known = []  # the last snapshot list read
         self._last = None  # the last state read
         self._stamp, self._listed = None, []  # list_snapshots, and its folder's mtime
-        self._params, self._params_bytes = {}, 0  # step -> (flat params, Normalization)
+        # step -> (flat params, Normalization, flat state or None)
+        self._params, self._params_bytes = {}, 0
         self._timeline_lock = threading.Lock()
         self._layers_read, self._scratch, self._probe = [], None, (None, {})
         self._steps = runlog.StepsReader(self.folder / runlog.STEPS)  # read as it grows
@@ -85,6 +87,8 @@ class RunView:
                 checkpoint=None,
                 metadata={"format": "run snapshot"},
                 history=_epochs(run["per_epoch"]),
+                class_names=list(model.class_names),
+                data_source=_source(model.config),
             )
         else:
             saved = replace(saved, model=model.network, normalization=norm, config=model.config)
@@ -183,9 +187,11 @@ class RunView:
             got = self._snapshot_params(snap)
             if got is None:
                 continue
-            params, norm = got
+            params, norm, state = got
             network = self._network()
             network.flat_params[...] = params
+            if state is not None:
+                network.flat_state[...] = state
             yield snap, self.base.at(network, norm)
 
     def _network(self):
@@ -201,22 +207,27 @@ class RunView:
         return Sequential(m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype)
 
     def _snapshot_params(self, snap):
-        """(flat parameters, Normalization) of a snapshot, read once and kept while they
-        fit in TIMELINE_BYTES; None when the file cannot be read (being replaced, gone)."""
+        """(flat parameters, Normalization, flat state) of a snapshot, read once and kept
+        while they fit in TIMELINE_BYTES; None when the file cannot be read (being
+        replaced, gone). The state is batch norm's running statistics (None without)."""
         if snap.step in self._params:
             return self._params[snap.step]
         try:
             arrays = runlog._open_snapshot(snap.path)
             params = arrays["params"]
             norm = runlog.snapshot_normalization(arrays)
+            state = arrays.get("state")
         except (OSError, ValueError, KeyError, EOFError):
             return None
         if params.shape != self.base.model.flat_params.shape:
             return None
-        if self._params_bytes + params.nbytes <= TIMELINE_BYTES:
-            self._params[snap.step] = (params, norm)
-            self._params_bytes += params.nbytes
-        return params, norm
+        if state is not None and state.shape != self.base.model.flat_state.shape:
+            return None
+        size = params.nbytes + (0 if state is None else state.nbytes)
+        if self._params_bytes + size <= TIMELINE_BYTES:
+            self._params[snap.step] = (params, norm, state)
+            self._params_bytes += size
+        return params, norm, state
 
     def snapshots(self):
         """The snapshots by step: [{"step", "epoch", "time"}]. When the folder is gone,
@@ -277,6 +288,8 @@ class RunView:
             raise InspectionError(f"{snap.path}: cannot read the snapshot")
         network = self._new_network()
         network.flat_params[...] = got[0]
+        if got[2] is not None:
+            network.flat_state[...] = got[2]
         ins = self.base.at(network, got[1])
         with self._lock:
             self._cache[step] = ins
@@ -288,6 +301,17 @@ class RunView:
 
 def _snapshot(s):
     return {"step": s.step, "epoch": s.epoch, "time": s.time}
+
+
+def _source(config):
+    """The data source a run's config.yaml (a plain dict) names, as a model file records it
+    (``datasets.Dataset.source``); MNIST's when it cannot be read."""
+    try:
+        cfg = Config.from_dict(config or {})
+    except (ConfigError, TypeError, ValueError):
+        return {"dataset": "mnist"}
+    source = cfg.data.source(cfg.training.seed)
+    return {"dataset": source} if isinstance(source, str) else source
 
 
 def _epochs(columns):
