@@ -108,8 +108,9 @@ def run(config_path, seed, workers=None, limit=None, epochs=None, mnist_dir=None
     marks["cpu"] = time.process_time()
     with parallel.one_blas_thread():
         if workers > 1:
+            t = r.trainer  # uint8 images, normalised a share at a time, as train does
             with parallel.WorkerPool(
-                r.model, r.trainer.x, r.trainer.y, workers=workers, augment=r.trainer.augment
+                r.model, t.x, t.y, workers=workers, augment=t.augment, normalize=t.normalize
             ) as pool:
                 r.trainer.use_pool(pool)
                 r.trainer.run(on_batch=on_batch, on_epoch=on_epoch)
