@@ -289,13 +289,8 @@ def build_network(stored, size):
 def _model(stored, size):
     """The network the stored dict describes (``build_network``), with its parameters set."""
     model = build_network(stored, size)
-    params, names = stored["params"], model.param_names
-    if not isinstance(params, (list, tuple)) or len(params) != len(names):
-        count = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
-        raise _Problem(f"params: expected {len(names)} arrays ({', '.join(names)}), got {count}")
-    for name, param in zip(names, params):
-        if not isinstance(param, np.ndarray) or param.dtype.kind not in "fiu":
-            raise _Problem(f"parameter {name}: expected a real NumPy array, got {_show(param)}")
+    params = stored["params"]
+    _check_arrays("params", "parameter", params, model.param_names)
     try:
         model.set_params(params)
     except ValueError as exc:
@@ -304,19 +299,24 @@ def _model(stored, size):
     return model
 
 
+def _check_arrays(key, item, values, names):
+    """That ``values`` (the stored ``key``) is one real NumPy array for each of ``names``;
+    ``_Problem`` naming the count or the ``item`` at fault."""
+    if not isinstance(values, (list, tuple)) or len(values) != len(names):
+        count = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
+        raise _Problem(f"{key}: expected {len(names)} arrays ({', '.join(names)}), got {count}")
+    for name, value in zip(names, values):
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+            raise _Problem(f"{item} {name}: expected a real NumPy array, got {_show(value)}")
+
+
 def _set_state(model, state):
     """Load the stored state (batch norm's running statistics) into ``model``. A file
     without any (written before batch norm existed, or of a network without state) keeps
     the model's initial state."""
     if state is None:
         return
-    names = model.state_names
-    if not isinstance(state, (list, tuple)) or len(state) != len(names):
-        count = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
-        raise _Problem(f"state: expected {len(names)} arrays ({', '.join(names)}), got {count}")
-    for name, value in zip(names, state):
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
-            raise _Problem(f"state {name}: expected a real NumPy array, got {_show(value)}")
+    _check_arrays("state", "state", state, model.state_names)
     try:
         model.set_state(state)
     except ValueError as exc:
@@ -406,9 +406,9 @@ def save_model(
             )
         from .export import safetensors_file
 
-        return safetensors_file.save(
-            name, model, normalization, cost, config, metrics, history, data_source, class_names
-        )
+        companions = dict(cost=cost, config=config, metrics=metrics, history=history)
+        companions.update(data_source=data_source, class_names=class_names)
+        return safetensors_file.save(name, model, normalization, **companions)
     try:
         stored = {
             "format": FORMAT,

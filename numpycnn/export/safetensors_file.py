@@ -136,24 +136,13 @@ def to_bytes(
     return _safetensors().save(tensors, metadata=metadata)
 
 
-def save(
-    path,
-    model,
-    normalization,
-    cost=(),
-    config=None,
-    metrics=None,
-    history=None,
-    data_source=None,
-    class_names=None,
-):
+def save(path, model, normalization, **companions):
     """Write the safetensors model file atomically, after reading it back with ``parse``'s
-    checks (so a file that could not be loaded is never written)."""
+    checks (so a file that could not be loaded is never written). ``companions``: the
+    keywords of ``to_bytes`` (cost, config, metrics, history, data_source, class_names)."""
     name = os.fspath(path)
     try:
-        data = to_bytes(
-            model, normalization, cost, config, metrics, history, data_source, class_names
-        )
+        data = to_bytes(model, normalization, **companions)
         parse(data)
     except (modelfile.ModelFileError, modelfile._Problem, ExportError) as exc:
         raise modelfile.ModelFileError(f"{name}: cannot save: {exc}") from None
