@@ -105,16 +105,22 @@ def check_unit(model, x, index, unit, target, label):
     return r
 
 
-@pytest.mark.parametrize(("target", "label"), [(2, None), (None, 1)])
-def test_every_units_gradient_agrees_with_central_differences(target, label):
-    model, x = network(DEEP, "softmax_cross_entropy", (2, 10, 10), seed=3)
-    rng = np.random.default_rng(0)
+def check_every_layer(model, x, target, label, rng):
+    """``check_unit`` for two units of every layer's output; the rules their steps used."""
     outputs = trace(model, x).outputs
     rules = set()
     for index in range(len(model.layers)):
         for unit in units_of(outputs[index], rng):
             r = check_unit(model, x, index, unit, target, label)
             rules.update(s["rule"] for s in r["steps"])
+    return rules
+
+
+@pytest.mark.parametrize(("target", "label"), [(2, None), (None, 1)])
+def test_every_units_gradient_agrees_with_central_differences(target, label):
+    model, x = network(DEEP, "softmax_cross_entropy", (2, 10, 10), seed=3)
+    rng = np.random.default_rng(0)
+    rules = check_every_layer(model, x, target, label, rng)
     expected = {"conv_input", "relu", "maxpool", "tanh", "avgpool", "flatten", "dense_input"}
     expected |= {"sigmoid", "leaky_relu", "score" if label is None else "softmax_cross_entropy"}
     assert rules == expected
@@ -253,12 +259,7 @@ def test_batch_norm_and_dropout_at_inference_agree_with_central_differences(targ
             layer.state["running_var"][...] = rng.uniform(0.3, 3, layer.state["running_var"].shape)
             layer.params["weight"][...] = rng.uniform(0.5, 2, layer.params["weight"].shape)
     assert not model.training  # central differences through the inference forward pass
-    outputs = trace(model, x).outputs
-    rules = set()
-    for index in range(len(model.layers)):
-        for unit in units_of(outputs[index], rng):
-            r = check_unit(model, x, index, unit, target, label)
-            rules.update(s["rule"] for s in r["steps"])
+    rules = check_every_layer(model, x, target, label, rng)
     assert {"batchnorm", "dropout"} <= rules
     tr = trace(model, x)
     for index in (1, 6):  # gamma and beta of one channel (1d: one feature)
