@@ -189,14 +189,10 @@ def train(
     talk = not quiet and not as_json
 
     def on_start(start):
-        nonlocal bar, folder, replacing, server
+        nonlocal bar, folder, replacing
         folder = start.folder.path
-        if live:
-            from numpycnn.inspector.live import serve_run
-
-            server = serve_run(
-                folder, data_dir=data_dir, mirrors=mirrors, open_browser=not no_browser
-            )
+        if server is not None:
+            server.serve(folder, open_browser=not no_browser)
             click.echo(f"live view of {folder} at {server.url}", err=True)
         replacing = Path(start.config.output.params).exists()
         t, cfg = start.trainer, start.config
@@ -236,6 +232,13 @@ def train(
             if signum is not None:
                 raise interrupts.Interrupted(signum, stopped_line(signum, folder.path))
 
+    if live:  # started now, so that its start-up is over before the first batch
+        from numpycnn.inspector.live import start_server
+
+        try:
+            server = start_server(data_dir=data_dir, mirrors=mirrors)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve the live view: {exc}") from None
     try:
         result = api.train(
             config_path,

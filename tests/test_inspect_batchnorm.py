@@ -74,3 +74,16 @@ def test_dropout_units_pass_through_and_saliency_agrees(inspector, mnist):
     c = back["quantity"]["class"]
     for pixel, numeric in checked_pixels(inspector, x, back["input"], lambda o: o[0, c], 2):
         assert back["input"][pixel] == pytest.approx(numeric, rel=1e-5, abs=1e-9), pixel
+
+
+def test_layer_figures_of_a_batchnorm_model_use_its_running_statistics(inspector, mnist):
+    from numpycnn.training import layer_telemetry
+
+    ins = Inspector(inspector.saved, test_set=lambda: (mnist.test_images, mnist.test_labels))
+    figures = ins.layer_figures()
+    net = inspector.model  # evaluation mode: its running statistics, as the page's views
+    x = inspector.norm.norm(mnist.test_images[:64])
+    net.loss_on(x, mnist.test_labels[:64].astype(np.int64))
+    net.backward()
+    assert figures["images"] == 64
+    assert figures["layers"] == layer_telemetry(net, x)

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import urllib.error
+from pathlib import Path
 
 from cli_helpers import tiny_config
 from test_inspect_api import request
@@ -81,3 +82,42 @@ def test_the_server_process_dies_with_a_sigkilled_training(tmp_path, mnist_dir):
             proc.kill()
         proc.wait(30)
         proc.stderr.close()
+
+
+def live_servers_of(pid):
+    """The live-server processes started by process ``pid`` that are still alive."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"inspector.live" in part for part in cmd) and str(pid).encode() in cmd:
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_server_started_before_the_data_is_read_ends_with_a_failing_command(tmp_path):
+    """The server process starts before the training reads its data (its imports are done
+    by the first batch); a train that fails before it has a run folder leaves none behind."""
+    (tmp_path / "bad.yaml").write_text("training:\n  epochs: many\n")
+    command = [sys.executable, "-m", "numpycnn.cli.main", "train", "-c", tmp_path / "bad.yaml",
+               "--inspect", "--no-browser"]  # fmt: skip
+    proc = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (1, 2), err
+    assert "epochs" in err and "Traceback" not in err, err
+    assert not live_servers_of(proc.pid)
+
+
+def test_a_waiting_server_exits_when_its_training_ends_without_a_folder():
+    from numpycnn.inspector.live import start_server
+
+    server = start_server()
+    try:
+        assert server.process.poll() is None  # importing, then waiting for the folder
+        server.process.stdin.close()  # the training ended first
+        server.process.stdin = None
+        assert server.process.wait(30) == 0
+    finally:
+        server.stop()

@@ -261,3 +261,37 @@ def test_a_client_that_hangs_up_does_not_stop_the_server(server, seven):
     status, r = request(url + "/api/predict", image_body(seven))
     assert status == 200
     np.testing.assert_array_equal(array(r["digit"]), decode_digit(seven))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": (np.int64(3), np.bool_(True))},
+        {"p": [0.5, np.float32(0.25), np.float16(1.5)], "n": np.uint8(7), "s": "text"},
+        {"bad": [1.0, float("nan")], "inf": np.float32("inf"), "ok": np.float64(2.0)},
+        {"nan64": np.float64("nan"), 3: "an int key"},
+        {"image": np.zeros((2, 2), np.uint8), "nested": [{"x": np.float32("-inf")}]},
+    ],
+)
+def test_dumps_is_the_recursive_conversion_whatever_the_payload(value):
+    from numpycnn.inspector.server import dumps, to_json
+
+    expected = json.dumps(to_json(value), separators=(",", ":"), allow_nan=False)
+    assert dumps(value) == expected.encode()
+
+
+def test_dumps_of_a_real_inspection_is_the_recursive_conversion(reference_params_path, mnist):
+    from numpycnn.inspector.server import dumps, to_json
+
+    inspector = reference_inspector(reference_params_path, mnist)
+    digit = mnist.test_images[0]
+    tr = inspector.trace(digit)
+    payload = {
+        "digit": digit,
+        "softmax": inspector.softmax(tr),
+        "activations": inspector.activations(tr),
+        "backward": inspector.backward(tr, true_label=int(mnist.test_labels[0])),
+        "unit": inspector.unit(tr, 1, [0, 3, 4]),
+    }
+    expected = json.dumps(to_json(payload), separators=(",", ":"), allow_nan=False)
+    assert dumps(payload) == expected.encode()

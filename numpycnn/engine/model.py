@@ -134,7 +134,8 @@ class Sequential:
 
     ``layers``: Layer objects or spec dicts; ``loss``: a loss name (see ``losses``);
     ``input_shape``: one sample's (C, H, W); ``init``: the default initialiser for layers
-    that name none; ``dtype``: float32 (default) or float64; ``seed``: initialisation seed.
+    that name none; ``dtype``: float32 (default) or float64; ``seed``: initialisation seed,
+    or None for no draws (weights left at zero) in a network whose parameters are set next.
     """
 
     def __init__(
@@ -247,14 +248,15 @@ class Sequential:
             self._bind_state(flat_state)
 
     def initialise(self, seed=0):
-        """Draw every weight with its layer's initialiser (or the model's); zero the biases."""
-        rng = np.random.default_rng(seed)
+        """Draw every weight with its layer's initialiser (or the model's); zero the biases.
+        ``seed=None``: no draws, the weights are left as they are."""
+        rng = None if seed is None else np.random.default_rng(seed)
         for layer in self.layers:
             if layer.state:
                 layer.reset_state()
             if hasattr(layer, "reset_parameters"):  # batch norm: gamma 1, beta 0, no draws
                 layer.reset_parameters()
-            elif "weight" in layer.params:
+            elif "weight" in layer.params and rng is not None:
                 draw = initialisers.get(getattr(layer, "init", None) or self.init)
                 w = layer.params["weight"]
                 w[...] = draw(w.shape, rng)

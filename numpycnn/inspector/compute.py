@@ -424,9 +424,14 @@ class Inspector:
             if self._figures is None:
                 m = self.model
                 net = Sequential(
-                    m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype
+                    m.specs(),
+                    loss=m.loss.kind,
+                    input_shape=m.input_shape,
+                    dtype=m.dtype,
+                    seed=None,
                 )
                 net.flat_params[...] = m.flat_params
+                net.flat_state[...] = m.flat_state  # batch norm's running statistics
                 x = self.form.normalise(self.norm, images[:count])
                 net.loss_on(x, labels[:count])
                 net.backward()

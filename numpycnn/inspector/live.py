@@ -1,14 +1,15 @@
 """``numpycnn train --inspect``: the inspector's server on the run being trained.
 
-The server runs in a process of its own, started by ``serve_run`` from a background
-thread's worth of code in the training process: the training process binds the socket
+The server runs in a process of its own, started by ``start_server`` when the command
+starts, before the training reads its data: the training process binds the socket
 (so that a port that cannot be bound fails at once, in one line, and the URL is known
 before the first request), and a child process, at a lower CPU priority (``NICE``),
 serves on it. Measured on 2 shared cores (scripts/bench_live.py), a server thread inside
 the training process slowed training by 44% (median of 4 rounds) while a page polled it:
 every request's Python work held the interpreter's lock that the training loop needs
-between its NumPy calls. A process of its own shares no lock; what remains is its CPU time,
-about 2% of the training's (docs/inspect.md, "Speed of the live view").
+between its NumPy calls. A process of its own shares no lock; what remains is its CPU time
+(docs/inspect.md, "Speed of the live view"), whose start-up is over before the first batch:
+the process imports what it needs, then waits for the run folder (``LiveServer.serve``).
 
 The server only reads the run folder (steps.csv, status.json, snapshots/), which the
 training writes anyway; until the first snapshot lands the API answers 503 and the page
@@ -34,20 +35,35 @@ from .run import RunView
 from .server import make_server
 from .sources import config_source, data_loaders
 
-__all__ = ["NICE", "LiveServer", "serve_run"]
+__all__ = ["NICE", "LiveServer", "serve_run", "start_server"]
 
 #: How much lower the server's CPU priority is than the training's (nice(2) increment).
 NICE = 10
 
 
 class LiveServer:
-    """The inspector's server process on a run folder: ``url``, ``process``, ``stop()``."""
+    """The inspector's server process: ``url``, ``process``, ``serve(folder)``, ``stop()``."""
 
     def __init__(self, process, url):
         self.process, self.url = process, url
 
+    def serve(self, folder, open_browser=False):
+        """Serve run ``folder`` (once; a server started without one waits for it), and open
+        the page in the default browser if ``open_browser``."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):  # a server that died: stop() reaps it
+                self.process.stdin.write(os.fsencode(folder) + b"\n")
+                self.process.stdin.close()
+            self.process.stdin = None
+        if open_browser:
+            threading.Thread(target=webbrowser.open, args=(self.url,), daemon=True).start()
+
     def stop(self):
         """End the server process (SIGTERM, then SIGKILL after 5 s) and reap it."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # a server still waiting for its folder exits
+            self.process.stdin = None
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -57,13 +73,28 @@ class LiveServer:
                 self.process.wait()
 
 
+def start_server(host="127.0.0.1", port=0, data_dir=None, mirrors=None, nice=NICE):
+    """Bind ``host``:``port`` and start the server process, which imports what it needs
+    and then waits for ``LiveServer.serve(folder)``: ``train --inspect`` starts it before
+    it reads its data, so that the server's start-up (about 0.3 s of CPU importing NumPy
+    and the inspector) is done before the first batch. ``data_dir`` and ``mirrors``: where
+    the test set is found (as for ``inspect``); ``nice``: the server's priority below the
+    caller's. OSError when ``host``:``port`` cannot be bound."""
+    return _spawn(None, host, port, data_dir, mirrors, nice)
+
+
 def serve_run(
     folder, host="127.0.0.1", port=0, data_dir=None, mirrors=None, open_browser=False, nice=NICE
 ):
     """Serve the inspector on run ``folder`` from a process of its own; returns a
-    ``LiveServer``. ``data_dir`` and ``mirrors``: where the test set is found (as for
-    ``inspect``); ``open_browser``: open the page in the default browser; ``nice``: the
-    server's priority below the caller's. OSError when ``host``:``port`` cannot be bound."""
+    ``LiveServer`` (see ``start_server``). ``open_browser``: open the page in the default
+    browser. OSError when ``host``:``port`` cannot be bound."""
+    server = _spawn(folder, host, port, data_dir, mirrors, nice)
+    server.serve(folder, open_browser)
+    return server
+
+
+def _spawn(folder, host, port, data_dir, mirrors, nice):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)
     try:
@@ -76,8 +107,10 @@ def serve_run(
             f"import os, runpy; os.nice({int(nice)}); "
             f"runpy.run_module({__name__!r}, run_name='__main__')"
         )
-        command = [sys.executable, "-c", boot, str(folder), "--fd", str(sock.fileno()),
+        command = [sys.executable, "-c", boot, "--fd", str(sock.fileno()),
                    "--parent", str(os.getpid())]  # fmt: skip
+        if folder is not None:
+            command.append(str(folder))
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
         for mirror in mirrors or ():
@@ -87,16 +120,13 @@ def serve_run(
             command,
             env={**os.environ, **one},
             pass_fds=(sock.fileno(),),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if folder is not None else subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
     finally:
         sock.close()  # the child holds its own copy
-    url = f"http://{shown}:{bound}/"
-    if open_browser:
-        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-    return LiveServer(process, url)
+    return LiveServer(process, f"http://{shown}:{bound}/")
 
 
 #: What the out-of-distribution cue says during train --inspect, which leaves it out.
@@ -146,10 +176,11 @@ def _die_with(parent):
 
 
 def main(argv=None):
-    """The server process: serve run FOLDER on the listening socket ``--fd`` (started by
-    ``serve_run``, which lowers its priority first)."""
+    """The server process: serve run FOLDER (or the one line read from stdin, when not
+    given) on the listening socket ``--fd`` (started by ``start_server``, which lowers its
+    priority first)."""
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
-    parser.add_argument("folder")
+    parser.add_argument("folder", nargs="?")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--data-dir")
@@ -157,17 +188,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
     _die_with(args.parent)
     sock = socket.socket(fileno=args.fd)
-    server = make_server(
-        None,
-        sock=sock,
-        opener=opener_for(args.folder, args.data_dir, args.mirror or None, novelty=False),
-    )
     try:
-        server.serve_forever()
+        folder = args.folder
+        if folder is None:  # the training has not made its run folder yet
+            folder = os.fsdecode(sys.stdin.buffer.readline().rstrip(b"\n"))
+            if not folder:  # the training ended first (stdin closed)
+                return
+        server = make_server(
+            None,
+            sock=sock,
+            opener=opener_for(folder, args.data_dir, args.mirror or None, novelty=False),
+        )
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
     except KeyboardInterrupt:  # a Ctrl-C to the terminal's process group: the parent ends us
         pass
     finally:
-        server.server_close()
+        sock.close()
 
 
 if __name__ == "__main__":

@@ -204,7 +204,9 @@ class RunView:
     def _new_network(self):
         """An engine network of the run's architecture (its parameters to be set)."""
         m = self.base.model
-        return Sequential(m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype)
+        return Sequential(
+            m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype, seed=None
+        )
 
     def _snapshot_params(self, snap):
         """(flat parameters, Normalization, flat state) of a snapshot, read once and kept
