@@ -19,6 +19,7 @@ from . import init as initialisers
 from . import losses
 from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .batchnorm import BatchNorm1D, BatchNorm2D, Dropout
+from .inference import Plan
 from .layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 
 LAYERS = {
@@ -366,7 +367,8 @@ class Sequential:
 
     def predict_proba(self, x, batch_size=32, threads=1):
         """Class scores (probabilities for softmax and sigmoid outputs), ``batch_size``
-        images per forward pass. Small blocks keep each layer's working arrays in cache:
+        images per forward pass (``inference.Plan``: the evaluation forward pass, fused
+        where no backward follows). Small blocks keep each layer's working arrays in cache:
         here 32 predicts about 1.1x faster than 64 and 1.5x faster than 1,000.
 
         ``threads`` > 1 shares the blocks among that many threads, each running its own
@@ -380,8 +382,9 @@ class Sequential:
             return np.zeros((0,) + self.output_shape, dtype=self.dtype)
 
         def scores(layers, group):
+            plan = Plan(layers)  # the evaluation forward pass, without backward's caches
             return [
-                self.loss.probabilities(self.forward(x[i : i + batch_size], layers)) for i in group
+                self.loss.probabilities(plan(self._as_input(x[i : i + batch_size]))) for i in group
             ]
 
         threads = max(1, min(int(threads), len(starts)))
