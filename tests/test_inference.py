@@ -6,7 +6,7 @@ and for the layers it hands to their own forward; and the same predictions on re
 import numpy as np
 import pytest
 
-from numpycnn.engine import Sequential, reference_network
+from numpycnn.engine import Sequential
 from numpycnn.engine.inference import Plan, _Conv, _Dense, conv2d_lines
 from numpycnn.engine.kernels import conv2d_forward
 
@@ -50,16 +50,19 @@ NETWORKS = {
                                     {"type": "relu"}, {"type": "maxpool2d", "size": 3, "stride": 2},
                                     {"type": "conv2d", "filters": 5, "kernel": 3},
                                     {"type": "maxpool2d", "size": 2, "stride": 1},
-                                    {"type": "flatten"}, {"type": "dense", "units": 7}], (3, 12, 12)),
+                                    {"type": "flatten"}, {"type": "dense", "units": 7}],
+                                   (3, 12, 12)),
     "strided conv and others": ([{"type": "conv2d", "filters": 4, "kernel": 3, "stride": 2},
-                                 {"type": "leaky_relu"}, {"type": "conv2d", "filters": 4, "kernel": 3},
+                                 {"type": "leaky_relu"},
+                                 {"type": "conv2d", "filters": 4, "kernel": 3},
                                  {"type": "tanh"}, {"type": "avgpool2d", "size": 2},
                                  {"type": "flatten"}, {"type": "dense", "units": 9},
                                  {"type": "sigmoid"}, {"type": "dense", "units": 4}], (2, 15, 15)),
     "batch norm and dropout": ([C5, POOL, {"type": "batchnorm2d"}, {"type": "relu"},
                                 {"type": "conv2d", "filters": 8, "kernel": 3}, {"type": "relu"},
-                                {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 16},
-                                {"type": "batchnorm1d"}, {"type": "relu"}, {"type": "dropout", "p": 0.5},
+                                {"type": "relu"}, {"type": "flatten"},
+                                {"type": "dense", "units": 16}, {"type": "batchnorm1d"},
+                                {"type": "relu"}, {"type": "dropout", "p": 0.5},
                                 {"type": "dense", "units": 10}], (1, 20, 20)),
     "dense only": ([{"type": "flatten"}, {"type": "dense", "units": 12}, {"type": "relu"},
                     {"type": "dense", "units": 3}, {"type": "softmax"}], (1, 6, 6)),
@@ -88,8 +91,8 @@ def test_the_plan_computes_the_evaluation_forward_pass(name, dtype):
     tol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
     assert got.dtype == expected.dtype
-    np.testing.assert_allclose(model.predict_proba(x, batch_size=3), model.loss.probabilities(expected),
-                               rtol=tol, atol=tol)  # fmt: skip
+    probs = model.predict_proba(x, batch_size=3)
+    np.testing.assert_allclose(probs, model.loss.probabilities(expected), rtol=tol, atol=tol)
 
 
 def test_the_plan_fuses_what_it_says():
