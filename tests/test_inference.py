@@ -64,6 +64,11 @@ NETWORKS = {
                                 {"type": "dense", "units": 16}, {"type": "batchnorm1d"},
                                 {"type": "relu"}, {"type": "dropout", "p": 0.5},
                                 {"type": "dense", "units": 10}], (1, 20, 20)),
+    "three convolutions in a row, padded": ([
+        {"type": "conv2d", "filters": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
+        {"type": "conv2d", "filters": 5, "kernel": 3, "padding": 2}, POOL, {"type": "relu"},
+        {"type": "conv2d", "filters": 3, "kernel": 2}, {"type": "flatten"},
+        {"type": "dense", "units": 6}], (2, 11, 9)),
     "dense only": ([{"type": "flatten"}, {"type": "dense", "units": 12}, {"type": "relu"},
                     {"type": "dense", "units": 3}, {"type": "softmax"}], (1, 6, 6)),
 }  # fmt: skip
@@ -101,12 +106,13 @@ def test_the_plan_fuses_what_it_says():
     assert [type(s) for s in plan.steps[:2]] == [_Conv, _Conv]
     assert plan.steps[0].relu and plan.steps[0].pool is None and plan.steps[0].group == 1
     assert plan.steps[1].relu and plan.steps[1].pool is not None and plan.steps[1].group == 2
+    assert plan.steps[0].lines_out and plan.steps[1].lines_in and not plan.steps[1].lines_out
     assert isinstance(plan.steps[3], _Dense) and plan.steps[3].relu
     assert isinstance(plan.steps[4], _Dense) and not plan.steps[4].relu
     assert len(plan.steps) == 5  # conv+relu, conv+relu+pool, flatten, dense+relu, dense
 
 
-def test_the_plan_follows_parameter_updates_and_leaves_the_input_alone():
+def test_a_new_plan_follows_parameter_updates_and_the_input_is_left_alone():
     layers, shape = NETWORKS["reference"]
     model = Sequential(layers, input_shape=shape, seed=0).eval()
     x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
@@ -114,8 +120,10 @@ def test_the_plan_follows_parameter_updates_and_leaves_the_input_alone():
     plan = Plan(model.layers)
     first = plan(x)
     model.flat_params *= 1.5  # as an optimiser step does: in place
-    np.testing.assert_allclose(plan(x), model.forward(x), rtol=1e-5, atol=1e-7)
-    assert not np.allclose(plan(x), first)
+    later = Plan(model.layers)  # stacks the new weights
+    np.testing.assert_allclose(later(x), model.forward(x), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(later(x), first)
+    np.testing.assert_allclose(model.predict_proba(x), model.loss.probabilities(later(x)))
     np.testing.assert_array_equal(x, before)
 
 
