@@ -358,7 +358,8 @@ def child_layers(spec):
     from numpycnn.allocator import keep_freed_blocks
     from numpycnn.engine import reference_network
     from numpycnn.engine.optim import Adam
-    from numpycnn.parallel import WorkerPool, _accumulate, shares
+    from numpycnn.parallel import WorkerPool, shares
+    from numpycnn.poolworker import accumulate
 
     keep_freed_blocks()  # the layer times are those of a command's steps
 
@@ -410,7 +411,7 @@ def child_layers(spec):
         t = clock()
         for _ in batches:  # what the calling process does after each step
             for k, part in enumerate([grads, *slots]):
-                _accumulate(grads, part, 1 / workers, scratch, k == 0)
+                accumulate(grads, part, 1 / workers, scratch, k == 0)
         result["summation_ms"] = (clock() - t) / len(batches) * 1e3
     result["step_ms"] = None
     if workers > 1:

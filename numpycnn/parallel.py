@@ -38,15 +38,11 @@ main process goes away. Starting a pool removes the segments of killed pools
 (``shm.remove_stale_segments``).
 """
 
-import contextlib
 import math
 import multiprocessing
 import os
 import signal
-import sys
-import threading
 import time
-import traceback
 import weakref
 from multiprocessing import connection
 
@@ -57,7 +53,20 @@ from . import shm as _shm
 from .allocator import keep_freed_blocks
 from .engine import Sequential, losses
 from .engine.model import BATCH_KINDS
+from .poolworker import (
+    CHUNK,
+    accumulate,
+    share_step,
+    shares,
+    signals_blocked,
+    signals_held,
+    worker_main,
+)
 from .shm import remove_stale_segments
+
+__all__ = ["CHUNK", "MIN_SHARE", "PREDICT_IN_PROCESS_BELOW", "WorkerError", "WorkerPool",
+           "default_workers", "one_blas_thread", "predict_proba", "remove_stale_segments",
+           "shares", "usable_cpus"]  # fmt: skip
 
 #: The smallest useful share of a batch, in images. A worker's step has a fixed cost (a
 #: Python call per layer, a pipe round trip, one more gradient slot for the calling process
@@ -70,16 +79,6 @@ MIN_SHARE = 8
 #: less time than handing them to the workers, and one image is never slower than without
 #: a pool.
 PREDICT_IN_PROCESS_BELOW = 128
-
-#: The most images a worker puts through the network at once: a larger share is computed
-#: in chunks of at most this many, their gradients summed. The working arrays of 16 images
-#: stay near the core: with two workers computing side by side here at batch 128, chunks
-#: of 16 gave 10,500-10,900 images/s, of 32 9,900-10,600 and of 64 9,700-9,900 (8-image
-#: chunks pay the per-layer calls: 10,500-10,600).
-CHUNK = 16
-
-#: How often an idle worker checks that the process that started it is still there.
-PARENT_POLL_SECONDS = 1.0
 
 #: How long ``close`` waits for the workers to stop on their own before killing them.
 STOP_SECONDS = 2.0
@@ -109,14 +108,6 @@ def default_workers(batch_size=32):
     return max(1, min(usable_cpus(), int(batch_size) // MIN_SHARE))
 
 
-def shares(n, workers):
-    """The (start, stop) ranges of ``n`` items split into ``workers`` contiguous shares,
-    as even as possible (the first ones one longer); a function of n and workers alone."""
-    n, workers = int(n), int(workers)
-    bounds = [k * (n // workers) + min(k, n % workers) for k in range(workers + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
 def one_blas_thread():
     """A context in which BLAS computes on the calling thread alone.
 
@@ -137,229 +128,6 @@ _layout, _views, _create = _shm.layout, _shm.views, _shm.create
 _attach, _release = _shm.attach, _shm.release
 
 
-# ----- a share of a step, in any worker -----
-
-
-def _accumulate(total, part, weight, scratch, first):
-    """``total = weight * part`` if ``first``, else ``total += weight * part``, in the
-    arrays' dtype: the one ordered, weighted summation of chunk and share gradients, so that
-    the same inputs and worker count always give the same bits. ``scratch``: a dict that
-    keeps the temporary buffer from one call to the next."""
-    w = total.dtype.type(weight)
-    if first:
-        np.multiply(part, w, out=total)
-    else:
-        tmp = _buffer(scratch, "tmp", total)
-        np.multiply(part, w, out=tmp)
-        total += tmp
-
-
-def _buffer(scratch, key, like):
-    """``scratch[key]``, an array like ``like``, made on first use."""
-    if key not in scratch:
-        scratch[key] = np.empty_like(like)
-    return scratch[key]
-
-
-def _share_step(model, images, labels, batch, lo, hi, augment, scratch, total, key, normalize=None):
-    """Loss and gradient of the batch's share ``lo:hi`` (``batch``: the shared indices and
-    augmentation parameters; ``augment``: None, or the pool's, for an augmented step), left
-    in the model's gradient buffer; returns (mean loss of the share, correct predictions).
-    ``total``: the batch's size and ``key``: the step's (seed, step), for dropout's masks.
-
-    A share of more than ``CHUNK`` images is computed in even chunks, whose gradients are
-    summed in order, each weighted by its part of the share (``_accumulate``; ``scratch``
-    keeps the summation buffers); a network with batch norm takes its share whole, so that
-    its statistics are the batch's (``WorkerPool``)."""
-    n = hi - lo
-    parts = [(0, n)] if model.batch_dependent else shares(n, -(-n // CHUNK))
-    grads, loss, correct = model.flat_grads, 0.0, 0
-    for k, (a, b) in enumerate(parts):
-        idx = batch["idx"][lo + a : lo + b]
-        x, y = images[idx], labels[idx]
-        if normalize is not None:  # raw pixels shared: normalised a share at a time
-            x = normalize(x)
-        if augment is not None:
-            x = augment.apply(x, batch["aug"][lo + a : lo + b])
-        model.set_step(*key, rows=(lo + a, total))
-        with model.mode(True):
-            part_loss, out = model.loss_on(x, y)
-            model.backward()
-        weight = (b - a) / n
-        loss += weight * part_loss
-        correct += int((out.argmax(axis=1) == y).sum())
-        if len(parts) > 1:
-            _accumulate(_buffer(scratch, "sum", grads), grads, weight, scratch, k == 0)
-    if len(parts) > 1:
-        grads[...] = scratch["sum"]
-    return loss, correct
-
-
-# ----- the helper process -----
-
-
-class _ParentGone(Exception):
-    pass
-
-
-_STOPPING = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _signals_blocked():
-    """Block SIGINT and SIGTERM in this thread while workers start: they inherit the
-    blocked signals and ignore both before unblocking them, so that a Ctrl-C or SIGTERM to
-    the process group during their start-up (a spawned worker spends a while importing)
-    cannot interrupt them. Signals sent meanwhile reach this process once it unblocks."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOPPING))
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Hold SIGINT and SIGTERM back from Python code while the pool's own state changes (a
-    segment created and registered, helpers started, the pool closed), then deliver them
-    again to whatever handlers were there. Python runs its handlers between two bytecodes
-    of the main thread, so an interrupt could otherwise land between creating a segment
-    and recording it, or halfway through ``close``, and leave a segment nobody unlinks (the
-    resource tracker's "leaked shared_memory" warnings) or a helper nobody stops."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # Python runs signal handlers in the main thread only: nothing to hold here
-        return
-    caught = []
-    previous = {}
-    try:
-        for signum in _STOPPING:
-            handler = signal.getsignal(signum)
-            if handler is not None and handler != signal.SIG_IGN:  # None: set outside Python
-                previous[signum] = signal.signal(signum, lambda n, frame: caught.append(n))
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(caught):
-            signal.raise_signal(signum)  # to the handler that was there before
-
-
-def _worker_main(rank, conn, setup, inherited):
-    """A worker's whole life: serve the main process's requests until told to stop.
-
-    It ignores SIGINT and SIGTERM: stopping is the main process's decision (a Ctrl-C or
-    SIGTERM to the process group lets the main process finish its step, save and close the
-    pool; were the helpers to die at once, that step would fail instead). A worker stops
-    when told, when the main process goes away, or when killed."""
-    for signum in _STOPPING:
-        signal.signal(signum, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):  # blocked since birth (_signals_blocked): now ignored
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_STOPPING))
-    for c in inherited:  # fork: the main process's pipe ends, so that its death reads as EOF
-        c.close()
-    keep_freed_blocks()  # each step reuses its temporaries instead of faulting them in
-    try:
-        with (
-            threadpool_limits(1),
-            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
-        ):
-            _Worker(rank, conn, setup).serve()
-    except (EOFError, BrokenPipeError, ConnectionResetError, _ParentGone):
-        pass  # the main process went away: nobody to report to
-    except BaseException as exc:  # reported to the main process, never printed here
-        try:
-            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-        except Exception:
-            pass
-        sys.exit(1)
-
-
-class _Worker:
-    def __init__(self, rank, conn, setup):
-        self.rank, self.conn = rank, conn
-        self.model = Sequential(
-            setup["layers"],
-            loss=setup["loss"],
-            input_shape=setup["input_shape"],
-            dtype=setup["dtype"],
-        )
-        self.augment, self.normalize = setup["augment"], setup["normalize"]
-        self.segments, self.views, self.scratch = {}, {}, {}
-        for key, (name, fields) in setup["segments"].items():
-            self.attach(key, name, fields)
-        state = self.views["state"]
-        self.model.use_buffers(
-            state["params"], state["slots"][rank - 1], copy=False, flat_state=state["running"]
-        )
-        for layer in self.model.layers:
-            if layer.kind in BATCH_KINDS:  # worker 0 keeps the shared running statistics
-                layer.sync, layer.track_running = self.sync, False
-        self.weight = 1.0
-        self.ppid = os.getppid()
-
-    def attach(self, key, name, fields):
-        old = self.segments.pop(key, None)
-        self.views.pop(key, None)
-        if old is not None:
-            _release(old, unlink=False)
-        self.segments[key] = shm = _attach(name)
-        self.views[key] = _views(shm, fields)
-
-    def receive(self):
-        while not self.conn.poll(PARENT_POLL_SECONDS):
-            if os.getppid() != self.ppid:
-                raise _ParentGone
-        return self.conn.recv()
-
-    def serve(self):
-        self.conn.send(("ready", os.getpid()))
-        while True:
-            command, *args = self.receive()
-            if command == "stop":
-                return
-            if command == "attach":
-                self.attach(*args)
-            elif command == "step":
-                self.conn.send(("ok", *self.step(*args)))
-            elif command == "predict":
-                self.predict(*args)
-                self.conn.send(("ok",))
-            else:
-                raise ValueError(f"unknown command {command!r}")
-
-    def step(self, lo, hi, augmented, total, key):
-        data = self.views["data"]
-        augment = self.augment if augmented else None
-        self.weight = (hi - lo) / total
-        return _share_step(
-            self.model,
-            data["images"],
-            data["labels"],
-            self.views["batch"],
-            lo,
-            hi,
-            augment,
-            self.scratch,
-            total,
-            key,
-            self.normalize,
-        )
-
-    def sync(self, parts, forward):
-        """Batch norm's whole-batch sums: this share's go to worker 0 (backward sums in
-        the batch's scale, times this share's weight), the batch's come back."""
-        self.conn.send(("sync", parts if forward else parts * self.weight))
-        _, total = self.receive()
-        return total if forward else total / self.weight
-
-    def predict(self, lo, hi, batch_size):
-        io = self.views["io"]
-        io["out"][lo:hi] = self.model.predict_proba(io["x"][lo:hi], batch_size)
-
-
 # ----- the pool -----
 
 
@@ -378,7 +146,7 @@ def _shutdown(res):
     interrupt meanwhile is delivered once all of that is done."""
     if os.getpid() != res.owner:  # a forked copy of the pool: not ours to clean up
         return
-    with _signals_held():
+    with signals_held():
         _stop(res)
 
 
@@ -404,7 +172,7 @@ def _stop(res):
     for p in res.processes.values():
         p.join(max(0.0, deadline - time.monotonic()))
     for p in res.processes.values():
-        if p.is_alive():  # stuck: it ignores SIGTERM (see _worker_main)
+        if p.is_alive():  # stuck: it ignores SIGTERM (see poolworker.worker_main)
             p.kill()
             p.join()
     for conn in res.conns.values():
@@ -483,7 +251,7 @@ class WorkerPool:
         self._res = res = _Resources(model)
         self._finalizer = weakref.finalize(self, _shutdown, res)
         self._owed = set()  # workers whose reply to the last request is still unread
-        self._scratch = {}  # this process's summation buffers (see _accumulate)
+        self._scratch = {}  # this process's summation buffers (see poolworker.accumulate)
         self._fields, self._views = {}, {}
         self._capacity = {"batch": 0, "io": 0}
         self.closed = False
@@ -497,7 +265,7 @@ class WorkerPool:
 
     def _segment(self, key, fields):
         """Create segment ``key`` (replacing any old one) and return its views."""
-        with _signals_held():  # created, registered and recorded, or not at all
+        with signals_held():  # created, registered and recorded, or not at all
             old = self._res.segments.pop(key, None)
             self._views.pop(key, None)
             if old is not None:
@@ -546,13 +314,13 @@ class WorkerPool:
             },
         }
         fork = self.start_method == "fork"
-        with _signals_held(), _signals_blocked():
+        with signals_held(), signals_blocked():
             for rank in self.helpers:
                 ours, theirs = self.context.Pipe(duplex=True)
                 self._res.conns[rank] = ours
                 inherited = list(self._res.conns.values()) if fork else []
                 p = self.context.Process(
-                    target=_worker_main,
+                    target=worker_main,
                     args=(rank, theirs, setup, inherited),
                     name=f"numpycnn-worker-{rank}",
                     daemon=True,
@@ -682,7 +450,7 @@ class WorkerPool:
         _, lo, hi = work[0]  # the first share, the largest, is this process's
         self._sync_ranks, self._sync_weight = [r for r, _, _ in work[1:]], (hi - lo) / n
         with self._blas.limit(limits=1):
-            mine = _share_step(
+            mine = share_step(
                 self.model,
                 self.images,
                 self.labels,
@@ -703,14 +471,14 @@ class WorkerPool:
         for (rank, lo, hi), (share_loss, share_correct) in zip(work, replies):
             weight = (hi - lo) / n
             part = grads if rank == 0 else slots[rank - 1]
-            _accumulate(grads, part, weight, self._scratch, rank == 0)
+            accumulate(grads, part, weight, self._scratch, rank == 0)
             loss += weight * share_loss
             correct += share_correct
         return loss, correct
 
     def _sync(self, parts, forward):
         """Batch norm's whole-batch sums, in worker 0 (this process): every helper of the
-        step sends its share's, weighted (see ``_Worker.sync``); their sum, in worker order,
+        step sends its share's, weighted (see ``Worker.sync``); their sum, in worker order,
         goes back to each, and in this share's scale to this process's layer."""
         ranks, weight = self._sync_ranks, self._sync_weight
         total = parts.copy() if forward else parts * weight

@@ -361,7 +361,7 @@ def test_a_helper_killed_during_eval_or_predict_is_one_line(
         import numpycnn.parallel
         def dies(self, *args):
             os.kill(os.getpid(), signal.SIGKILL)  # the helper, in the middle of its share
-        numpycnn.parallel._Worker.predict = dies
+        numpycnn.poolworker.Worker.predict = dies
         """
     args, data = eval_or_predict(command, model_file)
     process = commands.start(*args, hooks=hooks, data=data)
