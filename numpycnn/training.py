@@ -19,6 +19,7 @@ from . import parallel, schedules
 from .augment import Augmentation, step_rng
 from .data import Normalization, split_train
 from .engine import Sequential, optim
+from .engine.inference import Plan
 from .engine.model import build_layer, infer_shapes
 
 
@@ -115,14 +116,18 @@ def layer_telemetry(model, images, chunk_size=TELEMETRY_CHUNK):
     return stats
 
 
-def score(model, x, y, batch_size=250):
-    """(mean loss, accuracy) of ``model`` on images ``x`` with labels ``y``."""
+def score(model, x, y, batch_size=32):
+    """(mean loss, accuracy) of ``model`` on images ``x`` with labels ``y``, in evaluation
+    mode, through the prediction plan (``engine.inference``: no backward caches, the
+    blocks small enough to stay in cache): validation at the end of every epoch."""
     total, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        out = model.forward(xb)
-        total += model.loss.forward(out, yb) * len(yb)
-        correct += int((out.argmax(axis=1) == yb).sum())
+    with model.mode(False):
+        plan = Plan(model.layers)
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            out = plan(model._as_input(xb))
+            total += model.loss.forward(out, yb) * len(yb)
+            correct += int((out.argmax(axis=1) == yb).sum())
     return total / len(x), correct / len(x)
 
 

@@ -199,3 +199,34 @@ def test_dead_relus_are_counted_when_a_layer_dies():
     x = np.random.default_rng(0).normal(size=(16, 1, 2, 2)).astype(np.float32)
     stats = layer_telemetry(model, x)
     assert stats["3-relu"]["dead_fraction"] >= 4 / 6
+
+
+@pytest.mark.parametrize("network", ["reference", "batch norm and dropout"])
+def test_validation_scores_are_the_evaluation_forward_pass(mnist_small, network):
+    """``score`` runs the prediction plan in evaluation mode: the loss and accuracy that the
+    layers' own forward pass gives in evaluation mode, even when the model was left in
+    training mode (batch statistics, dropout)."""
+    x, y = mnist_small[0][:600], mnist_small[1][:600]
+    if network == "reference":
+        model = reference_network(seed=2, init="he_normal")
+    else:
+        model = Sequential(
+            [{"type": "conv2d", "filters": 6, "kernel": 5}, {"type": "maxpool2d", "size": 2},
+             {"type": "batchnorm2d"}, {"type": "relu"}, {"type": "flatten"},
+             {"type": "dense", "units": 32}, {"type": "batchnorm1d"}, {"type": "relu"},
+             {"type": "dropout", "p": 0.5}, {"type": "dense", "units": 10}],
+            init="he_normal", seed=2,
+        )  # fmt: skip
+    adam = optim.Adam(3e-3)
+    for step, i in enumerate(range(0, 320, 32)):  # running statistics away from 0 and 1
+        model.set_step(0, step)
+        model.train_step(x[i : i + 32], y[i : i + 32], adam)
+    with model.mode(False):
+        out = np.concatenate([model.forward(x[i : i + 100]) for i in range(0, 600, 100)])
+        expected_loss = model.loss.forward(out, y)
+    expected_accuracy = float((out.argmax(axis=1) == y).mean())
+    model.train()  # left in training mode: score still evaluates
+    loss, accuracy = score(model, x, y)
+    assert accuracy == expected_accuracy and 0.5 < accuracy < 1.0
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    assert model.training  # and the mode is given back
