@@ -37,9 +37,6 @@ CHUNK = 16
 #: How often an idle worker checks that the process that started it is still there.
 PARENT_POLL_SECONDS = 1.0
 
-#: How often an idle worker checks that the process that started it is still there.
-PARENT_POLL_SECONDS = 1.0
-
 
 def shares(n, workers):
     """The (start, stop) ranges of ``n`` items split into ``workers`` contiguous shares,
@@ -197,6 +194,7 @@ class Worker:
             loss=setup["loss"],
             input_shape=setup["input_shape"],
             dtype=setup["dtype"],
+            draw=False,  # the shared parameters replace them
         )
         self.augment, self.normalize = setup["augment"], setup["normalize"]
         self.segments, self.views, self.scratch = {}, {}, {}

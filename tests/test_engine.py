@@ -632,3 +632,15 @@ def test_prediction_of_no_images():
     for threads in (1, 2):
         out = model.predict_proba(np.zeros((0, 1, 28, 28), np.float32), threads=threads)
         assert out.shape == (0, 10) and out.dtype == model.dtype
+
+
+def test_draw_false_leaves_the_weights_to_be_set_and_seed_none_still_draws():
+    from numpycnn.engine import Sequential
+
+    spec = [{"type": "conv2d", "filters": 2, "kernel": 3}, {"type": "batchnorm2d"},
+            {"type": "flatten"}, {"type": "dense", "units": 3}]  # fmt: skip
+    blank = Sequential(spec, input_shape=(1, 6, 6), draw=False)
+    assert not blank.layers[0].params["weight"].any() and not blank.layers[3].params["weight"].any()
+    assert (blank.layers[1].params["weight"] == 1).all()  # batch norm's gamma, as always
+    drawn = [Sequential(spec, input_shape=(1, 6, 6), seed=None).flat_params for _ in range(2)]
+    assert drawn[0].any() and not np.array_equal(drawn[0], drawn[1])  # fresh randomness

@@ -358,7 +358,7 @@ def test_a_helper_killed_during_eval_or_predict_is_one_line(
     commands, tmp_path, model_file, command
 ):
     hooks = """
-        import numpycnn.parallel
+        import numpycnn.poolworker
         def dies(self, *args):
             os.kill(os.getpid(), signal.SIGKILL)  # the helper, in the middle of its share
         numpycnn.poolworker.Worker.predict = dies

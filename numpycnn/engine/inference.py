@@ -24,7 +24,9 @@ core, blocks of 32 images: 42 -> 30 microseconds an image, 23,800 -> 33,000 imag
 
 Every other layer runs its own ``forward`` in evaluation mode. The numbers are forward's
 up to float rounding (the sums run in another order); the tests compare them for every
-layer kind.
+layer kind. One difference: a NaN or infinity in a convolution's input also makes NaN the
+output line grouped with the ones it reaches (0 x NaN in the stacked weights' zeros); that
+image's scores are NaN on both paths.
 """
 
 import numpy as np

@@ -428,7 +428,7 @@ class Inspector:
                     loss=m.loss.kind,
                     input_shape=m.input_shape,
                     dtype=m.dtype,
-                    seed=None,
+                    draw=False,
                 )
                 net.flat_params[...] = m.flat_params
                 net.flat_state[...] = m.flat_state  # batch norm's running statistics

@@ -35,7 +35,7 @@ from .run import RunView
 from .server import make_server
 from .sources import config_source, data_loaders
 
-__all__ = ["NICE", "LiveServer", "serve_run", "start_server"]
+__all__ = ["NICE", "LiveServer", "start_server"]
 
 #: How much lower the server's CPU priority is than the training's (nice(2) increment).
 NICE = 10
@@ -48,8 +48,8 @@ class LiveServer:
         self.process, self.url = process, url
 
     def serve(self, folder, open_browser=False):
-        """Serve run ``folder`` (once; a server started without one waits for it), and open
-        the page in the default browser if ``open_browser``."""
+        """Serve run ``folder`` (the server waits for it; later calls change nothing but
+        the browser), and open the page in the default browser if ``open_browser``."""
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):  # a server that died: stop() reaps it
                 self.process.stdin.write(os.fsencode(folder) + b"\n")
@@ -76,25 +76,10 @@ class LiveServer:
 def start_server(host="127.0.0.1", port=0, data_dir=None, mirrors=None, nice=NICE):
     """Bind ``host``:``port`` and start the server process, which imports what it needs
     and then waits for ``LiveServer.serve(folder)``: ``train --inspect`` starts it before
-    it reads its data, so that the server's start-up (about 0.3 s of CPU importing NumPy
+    it reads its data, so that the server's start-up (about 0.2 s of CPU importing NumPy
     and the inspector) is done before the first batch. ``data_dir`` and ``mirrors``: where
     the test set is found (as for ``inspect``); ``nice``: the server's priority below the
     caller's. OSError when ``host``:``port`` cannot be bound."""
-    return _spawn(None, host, port, data_dir, mirrors, nice)
-
-
-def serve_run(
-    folder, host="127.0.0.1", port=0, data_dir=None, mirrors=None, open_browser=False, nice=NICE
-):
-    """Serve the inspector on run ``folder`` from a process of its own; returns a
-    ``LiveServer`` (see ``start_server``). ``open_browser``: open the page in the default
-    browser. OSError when ``host``:``port`` cannot be bound."""
-    server = _spawn(folder, host, port, data_dir, mirrors, nice)
-    server.serve(folder, open_browser)
-    return server
-
-
-def _spawn(folder, host, port, data_dir, mirrors, nice):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)
     try:
@@ -109,8 +94,6 @@ def _spawn(folder, host, port, data_dir, mirrors, nice):
         )
         command = [sys.executable, "-c", boot, "--fd", str(sock.fileno()),
                    "--parent", str(os.getpid())]  # fmt: skip
-        if folder is not None:
-            command.append(str(folder))
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
         for mirror in mirrors or ():
@@ -120,7 +103,7 @@ def _spawn(folder, host, port, data_dir, mirrors, nice):
             command,
             env={**os.environ, **one},
             pass_fds=(sock.fileno(),),
-            stdin=subprocess.DEVNULL if folder is not None else subprocess.PIPE,
+            stdin=subprocess.PIPE,  # the run folder, one line (LiveServer.serve)
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -205,7 +205,7 @@ class RunView:
         """An engine network of the run's architecture (its parameters to be set)."""
         m = self.base.model
         return Sequential(
-            m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype, seed=None
+            m.specs(), loss=m.loss.kind, input_shape=m.input_shape, dtype=m.dtype, draw=False
         )
 
     def _snapshot_params(self, snap):

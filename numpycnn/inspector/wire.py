@@ -10,7 +10,15 @@ import math
 
 import numpy as np
 
-__all__ = ["RequestError", "body_input", "dumps", "encode_array", "optional_int", "to_json"]
+__all__ = [
+    "RequestError",
+    "body_input",
+    "dumps",
+    "encode_array",
+    "file_name",
+    "optional_int",
+    "to_json",
+]
 
 
 class RequestError(Exception):
@@ -63,7 +71,9 @@ def _plain(value):
 def dumps(value):
     """``to_json(value)`` as compact JSON bytes. json's C encoder meets NumPy's types as
     they come; the recursive walk, a third of the server's CPU for a live page, is taken
-    only when a float is not finite (or a key not a string), which it turns into null."""
+    only when a float is not finite (or a key not a string), which it turns into null.
+    (Keys True, False and None, which no answer has, would read "true" where the walk
+    writes "True".)"""
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=_plain)
     except (ValueError, TypeError):
