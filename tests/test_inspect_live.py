@@ -121,3 +121,19 @@ def test_a_waiting_server_exits_when_its_training_ends_without_a_folder():
         assert server.process.wait(30) == 0
     finally:
         server.stop()
+
+
+def test_a_live_view_that_cannot_listen_is_one_line_before_training(tmp_path, monkeypatch):
+    from cli_helpers import invoke
+
+    def refused(**options):
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr("numpycnn.inspector.live.start_server", refused)
+    config = tiny_config(tmp_path, epochs=1, limit=200)
+    result = invoke("train", "-c", config, "--inspect", "--no-browser", "--runs-dir", tmp_path)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        "Error: cannot serve the live view: [Errno 98] Address already in use"
+    ]
+    assert not any(tmp_path.glob("*/steps.csv"))  # nothing trained

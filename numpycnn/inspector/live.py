@@ -50,20 +50,22 @@ class LiveServer:
     def serve(self, folder, open_browser=False):
         """Serve run ``folder`` (the server waits for it; later calls change nothing but
         the browser), and open the page in the default browser if ``open_browser``."""
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):  # a server that died: stop() reaps it
-                self.process.stdin.write(os.fsencode(folder) + b"\n")
-                self.process.stdin.close()
-            self.process.stdin = None
+        self._hand_over(os.fsencode(folder) + b"\n")
         if open_browser:
             threading.Thread(target=webbrowser.open, args=(self.url,), daemon=True).start()
 
-    def stop(self):
-        """End the server process (SIGTERM, then SIGKILL after 5 s) and reap it."""
+    def _hand_over(self, line):
+        """Write ``line`` (the run folder, or nothing) to the waiting server and close its
+        stdin; once only. A server that died meanwhile is left to ``stop`` to reap."""
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):
-                self.process.stdin.close()  # a server still waiting for its folder exits
+                self.process.stdin.write(line)
+                self.process.stdin.close()
             self.process.stdin = None
+
+    def stop(self):
+        """End the server process (SIGTERM, then SIGKILL after 5 s) and reap it."""
+        self._hand_over(b"")  # a server still waiting for its folder reads EOF and exits
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -159,11 +161,10 @@ def _die_with(parent):
 
 
 def main(argv=None):
-    """The server process: serve run FOLDER (or the one line read from stdin, when not
-    given) on the listening socket ``--fd`` (started by ``start_server``, which lowers its
-    priority first)."""
+    """The server process: serve the run folder named by the one line read from stdin on
+    the listening socket ``--fd`` (started by ``start_server``, which lowers its priority
+    first)."""
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
-    parser.add_argument("folder", nargs="?")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--data-dir")
@@ -172,11 +173,9 @@ def main(argv=None):
     _die_with(args.parent)
     sock = socket.socket(fileno=args.fd)
     try:
-        folder = args.folder
-        if folder is None:  # the training has not made its run folder yet
-            folder = os.fsdecode(sys.stdin.buffer.readline().rstrip(b"\n"))
-            if not folder:  # the training ended first (stdin closed)
-                return
+        folder = os.fsdecode(sys.stdin.buffer.readline().rstrip(b"\n"))  # LiveServer.serve
+        if not folder:  # the training ended first (stdin closed)
+            return
         server = make_server(
             None,
             sock=sock,
